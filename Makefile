@@ -1,0 +1,60 @@
+# photoscore: one command installs, one runs the demo, one passes the tests.
+#   make install   system packages + .venv (CLI, Spark, MLflow, Airflow) + .venv-flink (PyFlink job)
+#   make demo      the main job on the embedded default
+#   make test      unit + integration tests
+#   make bench     the benches (figures in README.md)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+VENV_FLINK := .venv-flink
+PY := $(VENV)/bin/python
+export PHOTOSCORE_HOME ?= $(CURDIR)/.photoscore
+export SPARK_LOCAL_IP ?= 127.0.0.1
+DEMO_DIR := $(PHOTOSCORE_HOME)/demo
+# Debian packages: the wallpaper photos and a Cyrillic-capable font for the corpus; Java 17 for Spark, Flink and the generated code.
+APT_PACKAGES := plasma-workspace-wallpapers fonts-dejavu-core openjdk-17-jdk-headless gcc
+
+.PHONY: install system-packages demo test test-unit bench clean
+
+install: system-packages $(VENV)/.installed $(VENV_FLINK)/.installed
+
+system-packages:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# uv.lock pins every package of both environments; --frozen refuses to drift from it.
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra spark --python $(PYTHON)
+	@touch $@
+
+$(VENV_FLINK)/.installed: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV_FLINK) $(UV) sync --frozen --extra flink --python $(PYTHON)
+	@touch $@
+
+demo: install
+	$(PY) -m jobs.demo --dir $(DEMO_DIR)
+
+# Unit and integration tests in one run (pytest's default selection is the fast unit tests only).
+test: install
+	$(PY) -m pytest -q -m "integration or not integration"
+
+test-unit: install
+	$(PY) -m pytest -q
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(VENV_FLINK) .tools $(PHOTOSCORE_HOME)

@@ -1,0 +1,64 @@
+"""Quarantine records: what failed, where, at which stage and why (DESIGN.md "Quarantine").
+
+Every stage of every engine reports failures with these records and reason codes, so a photo that
+cannot be featured or scored is never lost: inputs = outputs + quarantined.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable, Optional
+
+import pandas as pd
+
+STAGES = ("read", "parse", "decode", "features", "score")
+
+REASON_CODES = {
+    "unreadable_uri": "the photo's URI or path could not be read",
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "the bytes are not an image format we can decode",
+    "truncated_image": "the image data ends early or is corrupt",
+    "decompression_bomb": "the header announces more pixels than the configured limit",
+    "dimensions_out_of_range": "width or height is outside the configured limits",
+    "unsupported_mode": "the pixel mode cannot be converted to RGB",
+    "file_too_large": "the file is larger than the configured byte limit",
+    "malformed_message": "the message is not valid JSON of the expected shape",
+    "missing_field": "a required message field is missing or empty",
+    "non_finite_feature": "a computed feature is NaN or infinite",
+    "unknown_model": "the requested model, version or alias does not exist",
+    "score_failed": "the scorer raised or returned a non-finite score",
+}
+
+QUARANTINE_COLUMNS = ("source_ref", "photo_id", "stage", "reason_code", "detail", "seen_at_ms")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """One input that could not be processed, with a reason code from REASON_CODES."""
+
+    source_ref: str
+    photo_id: Optional[str]
+    stage: str
+    reason_code: str
+    detail: str
+    seen_at_ms: int
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown quarantine stage {self.stage!r}; expected one of {STAGES}")
+        if self.reason_code not in REASON_CODES:
+            raise ValueError(f"unknown reason code {self.reason_code!r}")
+
+
+def quarantine_frame(records: Iterable[QuarantineRecord]) -> pd.DataFrame:
+    """Records as a DataFrame with the quarantine table's columns (empty frames keep the columns)."""
+    rows = [asdict(r) for r in records]
+    frame = pd.DataFrame(rows, columns=list(QUARANTINE_COLUMNS))
+    return frame.astype(
+        {"source_ref": "string", "photo_id": "string", "stage": "string",
+         "reason_code": "string", "detail": "string", "seen_at_ms": "int64"}
+    )
