@@ -121,3 +121,15 @@ def load_config(
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         _set_dotted(data, key.strip(), _parse_scalar(value))
     return Config(data)
+
+
+def decode_limits(config: Config):
+    """The `features` section as the extractor's DecodeLimits."""
+    from udfs.decode import DecodeLimits
+
+    return DecodeLimits(
+        max_pixels=int(config["features.max_pixels"]),
+        max_side=int(config["features.max_side"]),
+        min_side=int(config["features.min_side"]),
+        max_file_bytes=int(config["features.max_file_bytes"]),
+    )
