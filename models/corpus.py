@@ -730,7 +730,8 @@ def build_corpus(out_dir: str | Path, n: int, seed: int = 0, broken: bool = Fals
         odd = write_oddities(out_dir / "oddities", first)
         _write_json(out_dir / "broken.json", bad)
         _write_json(out_dir / "oddities.json", odd)
-        # For the summary line; attrs are not written to the parquet file.
+        # For the summary line. Set after to_parquet on purpose: pandas writes attrs into the
+        # parquet metadata, and the file must not depend on the output path.
         frame.attrs.update(broken=len(bad), oddities=len(odd))
     frame.attrs["out_dir"] = str(out_dir)
     return frame

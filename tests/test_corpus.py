@@ -214,8 +214,8 @@ def test_plan_is_deterministic():
 
 @pytest.fixture(scope="module")
 def photo():
-    source = next(s for s in C.available_sources() if s.name == "astronaut") \
-        if any(s.name == "astronaut" for s in C.available_sources()) else C.available_sources()[0]
+    sources = C.available_sources()
+    source = next((s for s in sources if s.name == "astronaut"), sources[0])
     img = C.load_source(source).convert("RGB")
     return ImageOps.fit(img, (400, 300))
 
