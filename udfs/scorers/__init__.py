@@ -63,4 +63,5 @@ def load_scorer(bundle_dir: Path | str, export_format: str) -> Scorer:
         raise PhotoscoreError(
             f"unknown export format {export_format!r}; available: {', '.join(sorted(_LOADERS))}"
         ) from None
+    importlib.import_module("udfs.bundle").verify_bundle(bundle_dir)  # checksums before any load
     return loader(Path(bundle_dir))

@@ -1,0 +1,47 @@
+"""The training pipeline behind `photoscore train`: data -> bundle -> parity gate -> MLflow version."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from models.build import BuiltBundle, build_bundle
+from models.data import load_training_data
+from models.registry import log_and_register
+from models.trainers import TrainParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    built: BuiltBundle
+    name: str
+    version: int
+
+
+def train_and_register(features: Path | str, labels: Path | str, target: str, model_type: str,
+                       name: str, config, params: TrainParams,
+                       feature_names: Sequence[str] | None = None,
+                       feature_version: int | None = None) -> TrainResult:
+    """Train, build and gate a bundle, then register it as a new version of `name`.
+
+    The bundle is built in a scratch directory; MLflow copies it into its artifact store, which is
+    the only lasting copy (`resolve_bundle` downloads and verifies it for scoring).
+    """
+    if feature_names is None or feature_version is None:
+        from udfs.features import FEATURE_NAMES, FEATURE_VERSION
+
+        feature_names = FEATURE_NAMES if feature_names is None else feature_names
+        feature_version = FEATURE_VERSION if feature_version is None else feature_version
+    data = load_training_data(features, labels, target, feature_names, feature_version)
+    with tempfile.TemporaryDirectory(prefix="photoscore-bundle-") as scratch:
+        built = build_bundle(model_type, data, params, Path(scratch) / "bundle")
+        run_params = {"model_type": model_type, "target": target, "features": str(features),
+                      "labels": str(labels), "feature_version": feature_version,
+                      **{f"rows_{k}": len(v.y) for k, v in data.splits.items()},
+                      **params.as_dict(), "trees_built": built.facts["trees"]}
+        mv = log_and_register(built, name, config, run_params)
+    return TrainResult(built=built, name=name, version=int(mv.version))
