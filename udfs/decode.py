@@ -143,25 +143,26 @@ def decode_photo(data: bytes, working_side: int, limits: DecodeLimits = DecodeLi
     """
     image = _open_header(data, limits)
     stored_w, stored_h = image.size
-    exif = image.getexif()
-    orientation = exif.get(_EXIF_ORIENTATION_TAG, 1)
-    sideways = orientation in _SIDEWAYS_ORIENTATIONS
-    width, height = (stored_h, stored_w) if sideways else (stored_w, stored_h)
     fmt = image.format or "UNKNOWN"
     progressive = bool(image.info.get("progressive") or image.info.get("progression"))
     quantization = getattr(image, "quantization", None) if fmt == "JPEG" else None
-    if fmt == "JPEG":
-        # libjpeg decodes straight to 1/2..1/8 size; the scale nearest the working side means no
-        # resize at all for most photos (working images span working_side / sqrt(2) .. x sqrt(2)).
-        dct = _dct_scale(max(stored_w, stored_h), working_side)
-        image.draft("RGB", (max(1, stored_w // dct), max(1, stored_h // dct)))
     try:
+        # For PNG, EXIF may follow the pixel data, so reading it can decode the image.
+        exif = image.getexif()
+        orientation = exif.get(_EXIF_ORIENTATION_TAG, 1)
+        if fmt == "JPEG":
+            # libjpeg decodes straight to 1/2..1/8 size; the scale nearest the working side means
+            # no resize at all for most photos (working images span working_side / sqrt(2) .. x sqrt(2)).
+            dct = _dct_scale(max(stored_w, stored_h), working_side)
+            image.draft("RGB", (max(1, stored_w // dct), max(1, stored_h // dct)))
         image.seek(0)  # first frame of animations
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise PhotoRejected("truncated_image", f"pixel data unreadable: {exc}") from None
     except Image.DecompressionBombError as exc:
         raise PhotoRejected("decompression_bomb", str(exc)) from None
+    sideways = orientation in _SIDEWAYS_ORIENTATIONS
+    width, height = (stored_h, stored_w) if sideways else (stored_w, stored_h)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     rgb = _to_rgb(image)

@@ -1,0 +1,208 @@
+"""Feature extraction: every bad input gets its reason code, valid oddities are featured, features
+are deterministic and mean something on real photos."""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import udfs.features as features_module
+from models import corpus
+from udfs.decode import DecodeLimits, decode_photo
+from udfs.features import (
+    FEATURE_NAMES,
+    FeatureRow,
+    dhash_distance,
+    estimate_jpeg_quality,
+    extract_batch,
+    extract_features,
+    extract_features_from_uri,
+)
+from udfs.quarantine import QuarantineRecord
+
+
+def _feature_dict(row: FeatureRow) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, row.values.tolist()))
+
+
+def test_every_bad_input_gets_its_reason_code(bad_inputs):
+    assert len(bad_inputs) >= 5
+    for path, expected in bad_inputs.items():
+        result = extract_features_from_uri(path)
+        assert isinstance(result, QuarantineRecord), path
+        assert result.reason_code == expected, (path, result)
+        assert result.source_ref == path and result.photo_id == path
+        assert result.detail
+
+
+def test_unreadable_and_oversized_inputs_are_quarantined_at_read(tmp_path):
+    missing = extract_features_from_uri(str(tmp_path / "gone.jpg"))
+    assert (missing.stage, missing.reason_code) == ("read", "unreadable_uri")
+    assert "gone.jpg" in missing.detail
+    folder = extract_features_from_uri(str(tmp_path))
+    assert folder.reason_code == "unreadable_uri"
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 2048)
+    too_large = extract_features_from_uri(str(big), limits=DecodeLimits(max_file_bytes=1024))
+    assert (too_large.stage, too_large.reason_code) == ("read", "file_too_large")
+    as_uri = extract_features_from_uri(f"file://{tmp_path / 'gone.jpg'}")
+    assert as_uri.reason_code == "unreadable_uri"
+
+
+def test_batch_never_raises_and_accounts_for_every_input(bad_inputs, oddities, corpus_labels):
+    paths = list(bad_inputs) + list(oddities) + list(corpus_labels["photo_id"][:5])
+    blobs = [Path(p).read_bytes() for p in paths]
+    result = extract_batch(paths, blobs)
+    assert len(result.features) + len(result.quarantine) == len(paths)
+    assert set(result.quarantine["photo_id"]) == set(bad_inputs)
+    assert list(result.features.columns[:5]) == ["photo_id", "content_sha256", "feature_version", "format", "dhash"]
+    assert list(result.features.columns[5:]) == list(FEATURE_NAMES)
+    assert all(result.features[name].dtype == np.float32 for name in FEATURE_NAMES)
+
+
+def test_valid_oddities_are_featured_upright(oddities):
+    # Decision for the borderline file (corrupt bytes mid-scan that libjpeg decodes with
+    # warnings): it is featured as libjpeg renders it; only undecodable data is quarantined.
+    rows = {}
+    for path, info in oddities.items():
+        result = extract_features_from_uri(path)
+        assert isinstance(result, FeatureRow), (info["kind"], result)
+        values = _feature_dict(result)
+        assert (values["width"], values["height"]) == (info["width"], info["height"]), info["kind"]
+        assert np.isfinite(result.values).all()
+        rows[info["kind"]] = result
+    gray = _feature_dict(rows["gray_jpeg"])
+    # 16-bit samples are scaled, not clipped: same photo, same brightness as the 8-bit JPEG.
+    assert abs(_feature_dict(rows["gray16_png"])["mean_luma"] - gray["mean_luma"]) < 0.02
+    assert abs(_feature_dict(rows["rgb16_png"])["mean_luma"] - gray["mean_luma"]) < 0.02
+    assert abs(_feature_dict(rows["cmyk_jpeg"])["mean_luma"] - gray["mean_luma"]) < 0.03
+    # The animation's first frame is the photo; the third frame is its negative.
+    assert abs(_feature_dict(rows["animated_gif"])["mean_luma"] - _feature_dict(rows["palette_png"])["mean_luma"]) < 0.01
+    # EXIF orientation applied: the rotated file hashes like the upright photo.
+    assert dhash_distance(rows["exif_rotated_jpeg"].dhash, rows["gray_jpeg"].dhash) <= 10
+    # Alpha is composited over white: the transparent frame brightens the photo.
+    assert _feature_dict(rows["rgba_png"])["clipped_bright_frac"] > 0.3
+
+
+def test_non_finite_features_are_quarantined(monkeypatch, oddities):
+    real = features_module.compute_features
+
+    def with_nan(decoded, file_bytes):
+        values, dhash = real(decoded, file_bytes)
+        values["sharpness"] = float("nan")
+        return values, dhash
+
+    monkeypatch.setattr(features_module, "compute_features", with_nan)
+    path = next(iter(oddities))
+    result = extract_features(Path(path).read_bytes(), path)
+    assert isinstance(result, QuarantineRecord)
+    assert (result.stage, result.reason_code) == ("features", "non_finite_feature")
+    assert "sharpness" in result.detail
+
+
+def _extract_values(path: str) -> tuple[str, int, bytes]:
+    row = extract_features(Path(path).read_bytes(), path)
+    return row.content_sha256, row.dhash, row.values.tobytes()
+
+
+def test_features_are_deterministic_across_processes(corpus_labels):
+    paths = list(corpus_labels["photo_id"][:6])
+    here = [_extract_values(p) for p in paths]
+    assert here == [_extract_values(p) for p in paths]
+    # A fresh interpreter (as a Spark or Flink worker is) gives the same bits.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_extract_values, paths) == here
+
+
+def test_large_jpegs_are_dct_scaled_not_fully_decoded(corpus_labels):
+    big = corpus_labels[corpus_labels["megapixels"] >= 12.0]
+    assert len(big) >= 1
+    for path in big["photo_id"]:
+        decoded = decode_photo(Path(path).read_bytes(), features_module.WORKING_SIDE)
+        assert max(decoded.rgb.shape[:2]) <= features_module.WORKING_SIDE * 2 ** 0.5
+        assert decoded.width * decoded.height >= 12_000_000
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 95])
+def test_jpeg_quality_is_estimated_from_quantization_tables(quality):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(buf, "JPEG", quality=quality)
+    image = Image.open(io.BytesIO(buf.getvalue()))
+    assert abs(estimate_jpeg_quality(image.quantization) - quality) <= 2
+    assert estimate_jpeg_quality(None) == -1.0
+
+
+def test_duplicates_share_identity_and_near_duplicates_share_dhash(corpus_features, corpus_labels):
+    by_id = corpus_features.set_index("photo_id")
+    exact = corpus_labels[corpus_labels["variant"] == "exact_duplicate"]
+    near = corpus_labels[corpus_labels["variant"] == "near_duplicate"]
+    assert len(exact) and len(near)
+    for _, row in exact.iterrows():
+        assert by_id.loc[row.photo_id, "content_sha256"] == by_id.loc[row.duplicate_of, "content_sha256"]
+    for _, row in near.iterrows():
+        assert by_id.loc[row.photo_id, "content_sha256"] != by_id.loc[row.duplicate_of, "content_sha256"]
+        assert dhash_distance(int(by_id.loc[row.photo_id, "dhash"]), int(by_id.loc[row.duplicate_of, "dhash"])) <= 10
+
+
+# (degradation, feature, +1 if the degraded photo must have more of it, -1 if less)
+MEANINGS = [
+    ("gaussian_blur", "sharpness", -1),
+    ("motion_blur", "sharpness", -1),
+    ("underexposure", "mean_luma", -1),
+    ("overexposure", "mean_luma", +1),
+    ("noise", "noise_sigma", +1),
+    ("text", "text_likeness", +1),
+]
+
+
+@pytest.fixture(scope="module")
+def degradation_pairs(corpus_labels):
+    """Features of clean corpus photos and of each degradation applied to them (full strength range)."""
+    clean = corpus_labels[(corpus_labels["variant"] == "clean") & (corpus_labels["megapixels"] < 12.0)]
+    rng = np.random.default_rng(5)
+    pairs = {name: [] for name, _, _ in MEANINGS}
+    for path in clean["photo_id"][:24]:
+        image = Image.open(path).convert("RGB")
+        source = extract_features(Path(path).read_bytes(), path)
+        for name, _, _ in MEANINGS:
+            degraded, _ = corpus.DEGRADATIONS[name](image, rng, float(rng.uniform(0, 1)))
+            buf = io.BytesIO()
+            degraded.save(buf, "JPEG", quality=90)
+            pairs[name].append((source, extract_features(buf.getvalue(), f"{path}+{name}")))
+    return pairs
+
+
+@pytest.mark.parametrize("degradation,feature,direction", MEANINGS)
+def test_features_mean_something_on_real_photos(degradation_pairs, degradation, feature, direction):
+    pairs = degradation_pairs[degradation]
+    assert len(pairs) >= 15
+    agree = [
+        direction * (_feature_dict(after)[feature] - _feature_dict(before)[feature]) > 0
+        for before, after in pairs
+    ]
+    assert np.mean(agree) >= 0.95, f"{degradation}: {feature} moved as expected in {np.mean(agree):.0%} of pairs"
+
+
+def test_features_cli_reconciles_counts(corpus_dir, bad_inputs, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.cli", "features", "--input", str(corpus_dir / "photos"),
+           str(corpus_dir / "broken"), str(corpus_dir / "oddities"), "--out", str(out), "--workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    last = done.stdout.strip().splitlines()[-1]
+    counts = dict(part.split("=") for part in last.split())
+    n_photos = len(list((corpus_dir / "photos").iterdir()))
+    n_odd = len(list((corpus_dir / "oddities").iterdir()))
+    assert int(counts["inputs"]) == n_photos + len(bad_inputs) + n_odd
+    assert int(counts["quarantined"]) == len(bad_inputs)
+    assert int(counts["inputs"]) == int(counts["featured"]) + int(counts["quarantined"])
+    features = pd.read_parquet(out / "features.parquet")
+    quarantine = pd.read_parquet(out / "quarantine.parquet")
+    assert len(features) == int(counts["featured"]) and len(quarantine) == len(bad_inputs)
+    assert set(quarantine["reason_code"]) == set(bad_inputs.values())
