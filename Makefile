@@ -36,7 +36,7 @@ $(UV):
 
 # uv.lock pins every package of both environments; --frozen refuses to drift from it.
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra spark --python $(PYTHON)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra main --python $(PYTHON)
 	@touch $@
 
 $(VENV_FLINK)/.installed: $(UV) pyproject.toml uv.lock
