@@ -1,14 +1,31 @@
-"""Shared data for the model tests: one source of feature rows, so the suite can switch from
-synthetic rows to the real corpus features by changing `training_frames` only."""
+"""Shared data and bundles for the model tests.
+
+The feature rows the suite trains on come from ONE fixture, `model_data`: the real corpus
+features of tests/conftest.py (`corpus_features`, `corpus_labels`). `synthetic_frames` makes a
+larger data set shaped like the real features for the few tests that need many distinct split
+thresholds (the corpus fixture is 72 photos).
+
+Bundles are built once per session per model type (small models: 40 trees of depth 5) and shared
+by the test modules through `built_bundle`, which memoises on the session's tmp_path_factory.
+"""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+import shutil
+from pathlib import Path
 
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from models.build import BuiltBundle, build_bundle
+from models.data import TrainingData, load_training_data
+from models.trainers import TrainParams
+from udfs.bundle import ONNX_FILE, MODEL_TYPES, write_checksums
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 
-SMALL_TREES = 40
-SMALL_DEPTH = 5
+SMALL = TrainParams(trees=40, depth=5, threads=2)
+_CACHE: dict = {}
 
 
 def synthetic_frames(n_sources: int = 120, variants: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,6 +65,81 @@ def synthetic_frames(n_sources: int = 120, variants: int = 4, seed: int = 0) -> 
     return features, labels
 
 
-def training_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The feature and label frames every model test trains on."""
-    return synthetic_frames()
+def write_frames(features: pd.DataFrame, labels: pd.DataFrame, directory: Path) -> tuple[Path, Path]:
+    """Both frames as parquet files, as `photoscore train` reads them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fp, lp = directory / "features.parquet", directory / "labels.parquet"
+    features.to_parquet(fp, index=False)
+    labels.to_parquet(lp, index=False)
+    return fp, lp
+
+
+@pytest.fixture(scope="session")
+def model_frames(tmp_path_factory, corpus_features, corpus_labels) -> tuple[Path, Path]:
+    """(features.parquet, labels.parquet) of the real corpus: THE data source of the model tests."""
+    key = ("frames", id(tmp_path_factory))
+    if key not in _CACHE:
+        _CACHE[key] = write_frames(corpus_features, corpus_labels, tmp_path_factory.mktemp("model-frames"))
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session")
+def model_data(model_frames) -> TrainingData:
+    features, labels = model_frames
+    key = ("data", features)
+    if key not in _CACHE:
+        _CACHE[key] = load_training_data(features, labels, "low_quality", FEATURE_NAMES, FEATURE_VERSION)
+    return _CACHE[key]
+
+
+def built_bundle(model_type: str, data: TrainingData, tmp_path_factory) -> BuiltBundle:
+    """A small bundle of `model_type` trained on `data`, built once per session."""
+    key = ("bundle", model_type, id(data), id(tmp_path_factory))
+    if key not in _CACHE:
+        _CACHE[key] = build_bundle(model_type, data, SMALL, tmp_path_factory.mktemp(f"bundle-{model_type}") / "b")
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session", params=MODEL_TYPES)
+def bundle(request, model_data, tmp_path_factory) -> BuiltBundle:
+    """One built bundle per model type (parametrised)."""
+    return built_bundle(request.param, model_data, tmp_path_factory)
+
+
+def copy_bundle(built: BuiltBundle, dest: Path) -> Path:
+    """A private copy of a shared bundle that a test may alter."""
+    shutil.copytree(built.bundle_dir, dest)
+    return dest
+
+
+def perturb_onnx(bundle_dir: Path, delta: float = 0.5, reseal: bool = True) -> str:
+    """Break `model.onnx` on purpose: shift tree 0's leaf weights (or a linear model's intercept).
+
+    Every row passes through tree 0, so every score moves. With `reseal`, checksums are rewritten,
+    as a buggy exporter would have produced it: only the parity gate can catch it then.
+    """
+    path = bundle_dir / ONNX_FILE
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type.startswith("TreeEnsemble"):
+            prefix = "class" if "class_weights" in attrs else "target"
+            trees = list(attrs[f"{prefix}_treeids"].ints)
+            weights = list(attrs[f"{prefix}_weights"].floats)
+            weights = [w + delta if t == trees[0] else w for w, t in zip(weights, trees)]
+            del attrs[f"{prefix}_weights"].floats[:]
+            attrs[f"{prefix}_weights"].floats.extend(weights)
+            what = f"{node.op_type} tree {trees[0]} leaves +{delta}"
+            break
+        if node.op_type == "LinearClassifier":
+            intercepts = [v + delta for v in attrs["intercepts"].floats]
+            del attrs["intercepts"].floats[:]
+            attrs["intercepts"].floats.extend(intercepts)
+            what = f"LinearClassifier intercepts +{delta}"
+            break
+    else:
+        raise AssertionError(f"no tree ensemble or linear classifier in {path}")
+    onnx.save(model, str(path))
+    if reseal:
+        write_checksums(bundle_dir)
+    return what

@@ -52,7 +52,7 @@ class LightGBMScorer:
     def __init__(self, path: Path):
         import lightgbm as lgb
 
-        self.booster = lgb.Booster(model_file=str(path), params={"num_threads": _THREADS})
+        self.booster = lgb.Booster(model_file=str(path))  # threads are set per predict call
         self.width = self.booster.num_feature()
 
     def score(self, features: np.ndarray) -> np.ndarray:
