@@ -1,0 +1,331 @@
+"""C export: `score.c` generated from the corrected m2cgen AST, built into `libscore.so`.
+
+ABI (the same for every model type, CatBoost included):
+    void score_batch(const float *x, long n, long d, double *out);   row-major n x d float32 in,
+                                                                      n positive-class probabilities out
+    long score_n_features(void);                                     d the model expects
+
+Layout of the generated code. m2cgen's own C interpreter writes the link function (sigmoid and any
+coefficient) and every summed term that is not a tree (intercepts, linear terms). The trees of a
+boosted ensemble are laid out by us as flat, perfect binary trees (padded below shallow leaves) and
+evaluated branch-free: `i = 2*i + 1 + !(x[feat[i]] < thr[i])`, one tree over a block of rows at a
+time so the tree stays in L1 and the rows' dependency chains overlap. m2cgen's nested if/else is
+branch-heavy (every split is an unpredictable jump) and far slower on real data.
+
+Exactness: thresholds are compared in float32 against the float32 input. For a `<` split that is
+exact when the threshold is rounded *up* to float32, for a `<=` split (LightGBM, double thresholds)
+when it is rounded *down*: for every float32 x, `x < t  <=>  x < up(t)` and `x <= t  <=>  x <= down(t)`.
+Leaves are summed in float64. Rows holding a NaN take a scalar path that follows each split's
+missing-value direction (the else-branch of m2cgen's comparison) exactly.
+
+Portability: compiled with `-O3` for the baseline of the architecture, not `-march=native`, so a .so
+built here runs on any x86-64 (an AVX2 gather version of the walk measured slower than the scalar
+interleaved walk on AMD EPYC and was dropped). It is still native code for this OS and architecture:
+rebuild it from `score.c` with `build_c` where the platform differs.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from m2cgen import ast
+from m2cgen.interpreters import CInterpreter
+
+from codegen.assemble import Decomposed, sum_ast
+from udfs.errors import PhotoscoreError
+
+C_SOURCE = "score.c"
+CPP_SOURCE = "score.cpp"
+C_LIBRARY = "libscore.so"
+MAX_FLAT_DEPTH = 12  # 2**12 leaves per tree; deeper trees go through m2cgen's if/else code
+BLOCK_ROWS = 64
+
+
+@dataclass
+class FlatForest:
+    """Trees as perfect binary trees of depth `depth` in heap order (children of i: 2i+1, 2i+2)."""
+
+    depth: int
+    less_equal: bool  # split goes left on `x <= thr` (LightGBM) instead of `x < thr` (XGBoost)
+    feat: np.ndarray  # (trees, 2**depth - 1) feature index
+    thr: np.ndarray  # (trees, 2**depth - 1) float32 threshold, rounded as the module docstring says
+    nan_left: np.ndarray  # (trees, 2**depth - 1) where a NaN goes
+    leaf: np.ndarray  # (trees, 2**depth) float64 leaf values
+
+
+_LEFT_ON_TRUE = {ast.CompOpType.LT: False, ast.CompOpType.LTE: True}
+_LEFT_ON_FALSE = {ast.CompOpType.GTE: False, ast.CompOpType.GT: True}
+
+
+def _is_tree(term) -> bool:
+    return isinstance(term, ast.IfExpr)
+
+
+def _tree_depth(expr) -> int:
+    if isinstance(expr, ast.NumVal):
+        return 0
+    if not (
+        isinstance(expr, ast.IfExpr)
+        and isinstance(expr.test, ast.CompExpr)
+        and isinstance(expr.test.left, ast.FeatureRef)
+        and isinstance(expr.test.right, ast.NumVal)
+    ):
+        raise ValueError("not a simple decision tree")
+    return 1 + max(_tree_depth(expr.body), _tree_depth(expr.orelse))
+
+
+def flatten_trees(trees: list, n_features: int) -> FlatForest | None:
+    """Lay m2cgen tree ASTs out as a FlatForest, or None when they do not fit the flat layout."""
+    try:
+        depth = max(1, max(_tree_depth(t) for t in trees))
+    except ValueError:
+        return None
+    ops = set()
+    _collect_ops(trees, ops)
+    if ops <= {ast.CompOpType.LT, ast.CompOpType.GTE}:
+        less_equal = False
+    elif ops <= {ast.CompOpType.LTE, ast.CompOpType.GT}:
+        less_equal = True
+    else:
+        return None
+    if depth > MAX_FLAT_DEPTH:
+        return None
+    n_int, n_leaf = 2**depth - 1, 2**depth
+    forest = FlatForest(
+        depth=depth,
+        less_equal=less_equal,
+        feat=np.zeros((len(trees), n_int), dtype=np.int64),
+        thr=np.zeros((len(trees), n_int), dtype=np.float32),
+        nan_left=np.zeros((len(trees), n_int), dtype=bool),
+        leaf=np.zeros((len(trees), n_leaf), dtype=np.float64),
+    )
+    for t, tree in enumerate(trees):
+        _fill(forest, t, tree, 0, 0)
+    if forest.feat.max() >= n_features:
+        raise PhotoscoreError(f"a tree splits on feature {forest.feat.max()} but the schema has {n_features}")
+    return forest
+
+
+def _collect_ops(trees, ops: set) -> None:
+    stack = list(trees)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.IfExpr):
+            ops.add(node.test.op)
+            stack += [node.body, node.orelse]
+
+
+def _fill(forest: FlatForest, t: int, expr, pos: int, level: int) -> None:
+    n_int = 2**forest.depth - 1
+    if level == forest.depth:
+        forest.leaf[t, pos - n_int] = float(expr.value)
+        return
+    if isinstance(expr, ast.NumVal):
+        # A leaf above the bottom level: both sides carry the value, so the padded split is moot.
+        _fill(forest, t, expr, 2 * pos + 1, level + 1)
+        _fill(forest, t, expr, 2 * pos + 2, level + 1)
+        return
+    op, threshold = expr.test.op, float(expr.test.right.value)
+    if op in _LEFT_ON_TRUE:
+        left, right, nan_left = expr.body, expr.orelse, False  # NaN fails the test: else = right
+    else:
+        left, right, nan_left = expr.orelse, expr.body, True  # x >= t true -> right; NaN -> else = left
+    forest.feat[t, pos] = expr.test.left.index
+    forest.thr[t, pos] = float32_threshold(threshold, forest.less_equal)
+    forest.nan_left[t, pos] = nan_left
+    _fill(forest, t, left, 2 * pos + 1, level + 1)
+    _fill(forest, t, right, 2 * pos + 2, level + 1)
+
+
+def float32_threshold(t: float, less_equal: bool) -> np.float32:
+    """The float32 T with `x < t <=> x < T` (rounded up) or `x <= t <=> x <= T` (rounded down)."""
+    with np.errstate(over="ignore"):
+        f = np.float32(t)
+    if less_equal and float(f) > t:
+        f = np.nextafter(f, np.float32(-np.inf))
+    elif not less_equal and float(f) < t:
+        f = np.nextafter(f, np.float32(np.inf))
+    return f
+
+
+def _c_float(v: float, suffix: str = "") -> str:
+    v = float(v)
+    if v == np.inf:
+        return "INFINITY"
+    if v == -np.inf:
+        return "-INFINITY"
+    return v.hex() + suffix
+
+
+def _c_array(ctype: str, name: str, rows: np.ndarray, fmt) -> str:
+    lines = [f"static const {ctype} {name}[{rows.shape[0]}][{rows.shape[1]}] = {{"]
+    for row in rows:
+        lines.append("  {" + ",".join(fmt(v) for v in row) + "},")
+    lines.append("};")
+    return "\n".join(lines)
+
+
+def _m2cgen_c(expr, function_name: str, array_name: str) -> str:
+    code = CInterpreter(function_name=function_name, feature_array_name=array_name).interpret(expr)
+    return code
+
+
+_KERNEL = r"""
+#define PS_NI ((1 << PS_DEPTH) - 1)
+#if PS_LESS_EQUAL
+#define PS_LEFT(v, t) ((v) <= (t))
+#else
+#define PS_LEFT(v, t) ((v) < (t))
+#endif
+
+/* Add the sum of all trees to acc[r] for rows [r0, m) of a block; rows must be NaN-free.
+   PS_LANES rows walk each tree together: their index chains are independent, so the CPU overlaps
+   the load -> compare -> index latencies that a one-row-at-a-time walk would serialise. */
+#define PS_LANES 8
+static void ps_trees_scalar(const float *x, long r0, long m, long d, double *acc) {
+    for (int t = 0; t < PS_N_TREES; t++) {
+        const int *f = ps_feat[t];
+        const float *th = ps_thr[t];
+        const PS_LEAF_T *lv = ps_leaf[t];
+        long r = r0;
+        for (; r + PS_LANES <= m; r += PS_LANES) {
+            const float *xb = x + r * d;
+            unsigned i[PS_LANES] = {0};
+            for (int k = 0; k < PS_DEPTH; k++)
+                for (int j = 0; j < PS_LANES; j++)
+                    i[j] = 2 * i[j] + 2 - (unsigned)PS_LEFT(xb[j * d + f[i[j]]], th[i[j]]);
+            for (int j = 0; j < PS_LANES; j++) acc[r + j] += lv[i[j] - PS_NI];
+        }
+        for (; r < m; r++) {
+            const float *row = x + r * d;
+            unsigned i = 0;
+            for (int k = 0; k < PS_DEPTH; k++) i = 2 * i + 2 - (unsigned)PS_LEFT(row[f[i]], th[i]);
+            acc[r] += lv[i - PS_NI];
+        }
+    }
+}
+
+/* Sum of all trees for rows [0, m) of a block; rows must be NaN-free. */
+static void ps_trees_block(const float *x, long m, long d, double *acc) {
+    for (long r = 0; r < m; r++) acc[r] = 0.0;
+    ps_trees_scalar(x, 0, m, d, acc);
+}
+
+/* Sum of all trees for one row that may hold NaN: each split sends NaN its own way. */
+static double ps_trees_row_nan(const float *row) {
+    double s = 0.0;
+    for (int t = 0; t < PS_N_TREES; t++) {
+        unsigned i = 0;
+        for (int k = 0; k < PS_DEPTH; k++) {
+            float v = row[ps_feat[t][i]];
+            int left = isnan(v) ? ((ps_nan_left[t][i >> 3] >> (i & 7)) & 1) : PS_LEFT(v, ps_thr[t][i]);
+            i = 2 * i + 2 - (unsigned)left;
+        }
+        s += ps_leaf[t][i - PS_NI];
+    }
+    return s;
+}
+"""
+
+_BATCH = r"""
+long score_n_features(void) { return PS_N_FEATURES; }
+
+/* n x d row-major float32 -> n positive-class probabilities. */
+void score_batch(const float *x, long n, long d, double *out) {
+    double acc[PS_BLOCK];
+    double row64[PS_N_FEATURES];
+    if (d != PS_N_FEATURES) {
+        for (long r = 0; r < n; r++) out[r] = NAN;
+        return;
+    }
+    for (long start = 0; start < n; start += PS_BLOCK) {
+        long m = n - start < PS_BLOCK ? n - start : PS_BLOCK;
+        const float *xb = x + start * d;
+#if PS_N_TREES > 0
+        ps_trees_block(xb, m, d, acc);
+#else
+        for (long r = 0; r < m; r++) acc[r] = 0.0;
+#endif
+        for (long r = 0; r < m; r++) {
+            const float *row = xb + r * d;
+            int has_nan = 0;
+            for (long j = 0; j < d; j++) {
+                row64[j] = (double)row[j];
+                has_nan |= isnan(row[j]);
+            }
+#if PS_N_TREES > 0
+            if (has_nan) acc[r] = ps_trees_row_nan(row);
+#endif
+            double margin = acc[r] + ps_rest(row64);
+            out[start + r] = ps_link(&margin);
+        }
+    }
+}
+"""
+
+
+def write_c_source(decomposed: Decomposed, n_features: int, out_path: Path, header: str) -> None:
+    """Write `score.c` for the decomposed probability AST (trees as arrays, the rest via m2cgen)."""
+    trees = [t for t in decomposed.terms if _is_tree(t)]
+    forest = flatten_trees(trees, n_features) if trees else None
+    rest = [t for t in decomposed.terms if not _is_tree(t)] if forest else list(decomposed.terms)
+    rest_ast = sum_ast(rest) if rest else ast.NumVal(0.0)
+    parts = [
+        f"/* {header} */",
+        "#include <math.h>",
+        f"#define PS_N_FEATURES {n_features}",
+        f"#define PS_BLOCK {BLOCK_ROWS}",
+        "/* Non-tree terms of the sum, written by m2cgen. */",
+        _m2cgen_c(rest_ast, "ps_rest", "input"),
+        "/* Link function (margin -> probability), written by m2cgen. */",
+        _m2cgen_c(decomposed.link_ast, "ps_link", "margin"),
+    ]
+    if forest is None:
+        parts.append("#define PS_N_TREES 0")
+    else:
+        n_trees = forest.feat.shape[0]
+        leaf_exact32 = np.array_equal(forest.leaf.astype(np.float32).astype(np.float64), forest.leaf)
+        leaf_t = "float" if leaf_exact32 else "double"
+        nan_bits = np.packbits(forest.nan_left, axis=1, bitorder="little")
+        parts += [
+            f"#define PS_N_TREES {n_trees}",
+            f"#define PS_DEPTH {forest.depth}",
+            f"#define PS_LESS_EQUAL {int(forest.less_equal)}",
+            f"#define PS_LEAF_FLOAT {int(leaf_exact32)}",
+            f"typedef {leaf_t} PS_LEAF_T;",
+            _c_array("int", "ps_feat", forest.feat, str),
+            _c_array("float", "ps_thr", forest.thr, lambda v: _c_float(v, "f")),
+            _c_array("unsigned char", "ps_nan_left", nan_bits, str),
+            _c_array("PS_LEAF_T", "ps_leaf", forest.leaf, lambda v: _c_float(v, "f" if leaf_exact32 else "")),
+            _KERNEL,
+        ]
+    parts.append(_BATCH)
+    out_path.write_text("\n".join(parts) + "\n")
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PhotoscoreError(f"{what} failed in {cwd} ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+
+
+def build_c(bundle_dir: Path) -> str:
+    """Compile the bundle's `score.c` (or CatBoost's `score.cpp`) into `libscore.so`; returns its name.
+
+    Run this on (a machine like) the one that scores: the .so is native code for this platform.
+    """
+    bundle_dir = Path(bundle_dir)
+    if (bundle_dir / C_SOURCE).is_file():
+        compiler, source, extra = shutil.which("gcc") or shutil.which("cc"), C_SOURCE, ["-std=c99"]
+    elif (bundle_dir / CPP_SOURCE).is_file():
+        compiler, source, extra = shutil.which("g++") or shutil.which("c++"), CPP_SOURCE, ["-std=c++17"]
+    else:
+        raise PhotoscoreError(f"{bundle_dir}: neither {C_SOURCE} nor {CPP_SOURCE} found; run generate_exports first")
+    if compiler is None:
+        raise PhotoscoreError("no C/C++ compiler on PATH: install gcc/g++ to build the m2cgen-c export")
+    out = bundle_dir / C_LIBRARY
+    _run([compiler, "-O3", *extra, "-shared", "-fPIC", "-o", out.name, source, "-lm"], bundle_dir, "C build")
+    return out.name

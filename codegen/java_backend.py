@@ -1,0 +1,148 @@
+"""Java export: m2cgen Java classes under package `photoscore.generated`, compiled into `score.jar`.
+
+Entry points (no dependency beyond the JDK, so Spark can register them as a UDF later):
+    photoscore.generated.Score.score(double[] input) -> positive-class probability
+    photoscore.generated.Score.score(double f0, ..., double fN)   the same, one argument per feature
+    photoscore.generated.ScoreHarness <in.bin> <n> <d> <float32|float64> <out.bin>
+        batch scorer for Python-side parity checks: little-endian row-major matrix in, float64 out.
+
+m2cgen 0.10 writes one class per model; for 300 trees x depth 8 javac fails with `too many constants`
+(a class's constant pool holds 65535 entries). We split the summed terms (trees) over
+`ScorePart<k>` classes of bounded size, each written by m2cgen, add them in `Score`, and apply the
+link function (`ScoreLink`, also written by m2cgen).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from m2cgen.interpreters import JavaInterpreter
+
+from codegen.assemble import Decomposed, count_nodes, sum_ast
+from udfs.errors import PhotoscoreError
+from udfs.scorers.m2cgen_java import HARNESS_CLASS, java_tool
+
+PACKAGE = "photoscore.generated"
+JAVA_DIR = "java"
+JAR = "score.jar"
+ENTRY_CLASS = f"{PACKAGE}.Score"
+# AST nodes per class: each tree node costs about one double constant (two pool entries).
+NODES_PER_CLASS = 12000
+
+_HARNESS = """package photoscore.generated;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+
+/** Batch scorer for parity checks: little-endian row-major n x d matrix in, n float64 out. */
+public final class ScoreHarness {
+    private ScoreHarness() {}
+
+    public static void main(String[] args) throws IOException {
+        if (args.length != 5) {
+            System.err.println("usage: ScoreHarness <in.bin> <n> <d> <float32|float64> <out.bin>");
+            System.exit(2);
+        }
+        int n = Integer.parseInt(args[1]);
+        int d = Integer.parseInt(args[2]);
+        boolean f32 = args[3].equals("float32");
+        if (d != Score.N_FEATURES) {
+            System.err.println("matrix has " + d + " columns, the model expects " + Score.N_FEATURES);
+            System.exit(2);
+        }
+        ByteBuffer in = ByteBuffer.wrap(Files.readAllBytes(Paths.get(args[0]))).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer out = ByteBuffer.allocate(8 * n).order(ByteOrder.LITTLE_ENDIAN);
+        double[] row = new double[d];
+        for (int r = 0; r < n; r++) {
+            for (int j = 0; j < d; j++) {
+                row[j] = f32 ? (double) in.getFloat() : in.getDouble();
+            }
+            out.putDouble(Score.score(row));
+        }
+        Files.write(Paths.get(args[4]), out.array());
+    }
+}
+"""
+
+
+def _chunks(terms: list) -> list[list]:
+    chunks, cur, size = [], [], 0
+    for term in terms:
+        n = count_nodes(term)
+        if cur and size + n > NODES_PER_CLASS:
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append(term)
+        size += n
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def _score_class(n_parts: int, n_features: int, header: str) -> str:
+    total = " + ".join(f"ScorePart{k}.score(input)" for k in range(n_parts))
+    params = ", ".join(f"double f{j}" for j in range(n_features))
+    args = ", ".join(f"f{j}" for j in range(n_features))
+    return f"""package {PACKAGE};
+
+/** {header}
+ *  Positive-class probability of one row; input in feature_schema.json order. */
+public final class Score {{
+    public static final int N_FEATURES = {n_features};
+
+    private Score() {{}}
+
+    public static double score(double[] input) {{
+        double[] margin = {{ {total} }};
+        return ScoreLink.apply(margin);
+    }}
+
+    public static double score({params}) {{
+        return score(new double[] {{ {args} }});
+    }}
+}}
+"""
+
+
+def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path, header: str) -> list[str]:
+    """Write the Java sources into `bundle_dir/java/`; returns their paths relative to bundle_dir."""
+    out_dir = Path(bundle_dir) / JAVA_DIR
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    sources: dict[str, str] = {}
+    chunks = _chunks(decomposed.terms)
+    for k, chunk in enumerate(chunks):
+        sources[f"ScorePart{k}.java"] = JavaInterpreter(
+            package_name=PACKAGE, class_name=f"ScorePart{k}", function_name="score"
+        ).interpret(sum_ast(chunk))
+    sources["ScoreLink.java"] = JavaInterpreter(
+        package_name=PACKAGE, class_name="ScoreLink", function_name="apply", feature_array_name="margin"
+    ).interpret(decomposed.link_ast)
+    sources["Score.java"] = _score_class(len(chunks), n_features, header)
+    sources["ScoreHarness.java"] = _HARNESS
+    for name, text in sources.items():
+        (out_dir / name).write_text(text)
+    return [f"{JAVA_DIR}/{name}" for name in sorted(sources)]
+
+
+def build_java(bundle_dir: Path) -> str:
+    """Compile `bundle_dir/java/*.java` with `javac --release 17` into `bundle_dir/score.jar`."""
+    bundle_dir = Path(bundle_dir)
+    sources = sorted((bundle_dir / JAVA_DIR).glob("*.java"))
+    if not sources:
+        raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; run generate_exports first")
+    with tempfile.TemporaryDirectory() as classes:
+        for cmd, what in (
+            ([java_tool("javac"), "--release", "17", "-J-Xss16m", "-d", classes, *map(str, sources)], "javac"),
+            ([java_tool("jar"), "cf", str(bundle_dir / JAR), "-C", classes, "."], "jar"),
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise PhotoscoreError(f"{what} failed for {bundle_dir}:\n{proc.stderr[-4000:]}")
+    return JAR
