@@ -1,0 +1,111 @@
+"""Spark wiring shared by the backfill jobs, `photoscore sql` and the tests: one place that turns the
+`spark` config section into a SparkSession or a spark-submit command line.
+
+Pointing the jobs at a cluster is config only: `spark.master` (`local[*]`, `spark://host:7077`,
+`yarn`, `k8s://https://...`), `spark.deploy_mode` (client|cluster) and any `spark.conf.*` key
+(executor memory, `spark.kubernetes.container.image`, ...). Nothing in the jobs names a master.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from jobs.config import Config
+from udfs.errors import PhotoscoreError
+
+JOBS_DIR = Path(__file__).resolve().parent
+# Photos can be 30 MB: the feature job reads bytes inside its UDF one photo at a time, and Arrow
+# batches stay small so a batch of rows never holds more than a few photos' results at once.
+DEFAULT_CONF = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    # Partition columns are our own strings (run ids, model names); never guess their types.
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+}
+
+
+def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for Spark processes: loopback bind by default, the venv's Python on both sides."""
+    env = dict(os.environ if base is None else base)
+    # Without it the driver binds to the external interface (measured here); a cluster sets its own.
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return env
+
+
+def spark_conf(config: Config) -> dict[str, str]:
+    """Our defaults, overlaid with `spark.conf.*` from config (config wins)."""
+    conf = dict(DEFAULT_CONF)
+    conf.update({str(k): str(v) for k, v in (config.get("spark.conf") or {}).items()})
+    return conf
+
+
+def get_session(config: Config, app_name: str, master: str | None = None):
+    """The active SparkSession, or a new one from config (`spark.master`, `spark.conf.*`).
+
+    Under spark-submit the master and conf come from the command line and this only names the app.
+    """
+    for key, value in spark_env().items():
+        os.environ.setdefault(key, value)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    # Under spark-submit (PYSPARK_GATEWAY_PORT set) the master comes from its --master; otherwise
+    # from the argument or config.
+    if master or not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        builder = builder.master(master or str(config.get("spark.master", "local[*]")))
+    for key, value in spark_conf(config).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def spark_submit_path() -> str:
+    """`spark-submit` of $SPARK_HOME if set (the ecosystem's variable wins), else the pyspark wheel's."""
+    home = os.environ.get("SPARK_HOME")
+    if home and (Path(home) / "bin" / "spark-submit").is_file():
+        return str(Path(home) / "bin" / "spark-submit")
+    import pyspark
+
+    path = Path(pyspark.__file__).resolve().parent / "bin" / "spark-submit"
+    if path.is_file():
+        return str(path)
+    found = shutil.which("spark-submit")
+    if not found:
+        raise PhotoscoreError("spark-submit not found: install pyspark (make install) or set SPARK_HOME")
+    return found
+
+
+def spark_submit_command(config: Config, script: str, job_args: list[str],
+                         master: str | None = None, extra_conf: Mapping[str, str] | None = None) -> list[str]:
+    """The spark-submit command line for `jobs/<script>` with `job_args`, from config alone."""
+    cmd = [spark_submit_path(), "--master", master or str(config.get("spark.master", "local[*]"))]
+    deploy_mode = config.get("spark.deploy_mode")
+    if deploy_mode:
+        cmd += ["--deploy-mode", str(deploy_mode)]
+    conf = spark_conf(config)
+    conf.update(extra_conf or {})
+    # The executors need the same Python as the driver (our packages are installed in it); a
+    # cluster overrides these through spark.conf (spark.pyspark.python = the image's python).
+    conf.setdefault("spark.pyspark.python", sys.executable)
+    conf.setdefault("spark.pyspark.driver.python", sys.executable)
+    for key, value in sorted(conf.items()):
+        cmd += ["--conf", f"{key}={value}"]
+    return cmd + [str(JOBS_DIR / script), *job_args]
+
+
+def config_overrides_args(overrides: list[str]) -> list[str]:
+    """`--set` flags to hand the CLI's own overrides on to the submitted job."""
+    out: list[str] = []
+    for item in overrides:
+        out += ["--set", item]
+    return out

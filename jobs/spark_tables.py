@@ -1,0 +1,206 @@
+"""The Parquet tables of the backfills and how a run commits to them, through Hadoop's FileSystem
+API (the same code on a local path, HDFS or an object store).
+
+Layout under ROOT (a path or URI from `storage.tables`):
+
+    features/run_id=R/part-*.parquet                     one row per (content_sha256, feature_version)
+    photos/run_id=R/part-*.parquet                       photo_id -> content_sha256 (+ uri, file_bytes)
+    quarantine/run_id=R/part-*.parquet                   quarantine rows (+ content_sha256, feature_version)
+    scores/model_name=M/model_version=V/run_id=R/...     one row per (content_sha256, M, V)
+    _staging/R/...                                       a run's output before it commits
+    _staging/R/_COMMIT                                   the commit point (JSON: moves, replaces)
+
+A run writes everything under `_staging/R/` (names starting with `_` are invisible to Spark
+readers), then writes `_COMMIT` (one small file: the commit point), then renames each staged
+directory into its table (one directory rename each: readers see all of a table's new files or
+none). A crash before `_COMMIT` leaves only staging, deleted by the next run; a crash after it is
+rolled forward by the next run (`recover`). So a `kill -9` at any moment leaves no partial file
+visible and the rerun ends with exactly one row per identity.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from udfs.features import FEATURE_NAMES
+
+log = logging.getLogger("photoscore.tables")
+
+TABLES = ("features", "photos", "quarantine", "scores")
+STAGING = "_staging"
+COMMIT_MARKER = "_COMMIT"
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC time then random hex (never parses as a number)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Commit:
+    """A run's pending table changes: staged dir -> table dir moves; partitions it replaces."""
+
+    run_id: str
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    # (partition dir, run dir kept): every other `run_id=` dir in the partition is deleted (--force).
+    replaces: list[tuple[str, str]] = field(default_factory=list)
+
+
+class TableStore:
+    """The tables under one ROOT, for one SparkSession."""
+
+    def __init__(self, spark, root: str):
+        self.spark = spark
+        self.root = root.rstrip("/")
+        jvm = spark._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._fs = self._Path(self.root).getFileSystem(spark._jsc.hadoopConfiguration())
+        self._jvm = jvm
+
+    # -- paths ------------------------------------------------------------------------------------
+    def table(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def staging(self, run_id: str, name: str = "") -> str:
+        return f"{self.root}/{STAGING}/{run_id}" + (f"/{name}" if name else "")
+
+    # -- filesystem -------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._Path(path)))
+
+    def children(self, path: str) -> list[str]:
+        """Names directly under `path` (empty when it does not exist)."""
+        if not self.exists(path):
+            return []
+        return sorted(str(s.getPath().getName()) for s in self._fs.listStatus(self._Path(path)))
+
+    def delete(self, path: str) -> None:
+        self._fs.delete(self._Path(path), True)
+
+    def _rename(self, src: str, dst: str) -> None:
+        self._fs.mkdirs(self._Path(dst).getParent())
+        if not self._fs.rename(self._Path(src), self._Path(dst)):
+            raise OSError(f"rename {src} -> {dst} failed")
+
+    def _write_text(self, path: str, text: str) -> None:
+        # Written beside, then renamed: a torn marker must never look like a commit.
+        tmp = path + ".tmp"
+        out = self._fs.create(self._Path(tmp), True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        self._rename(tmp, path)
+
+    def _read_text(self, path: str) -> str:
+        stream = self._fs.open(self._Path(path))
+        try:
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    def has_data(self, path: str) -> bool:
+        """True when `path` holds at least one committed parquet file (recursively)."""
+        if not self.exists(path):
+            return False
+        files = self._fs.listFiles(self._Path(path), True)
+        while files.hasNext():
+            status = files.next()
+            name = str(status.getPath().getName())
+            rel = str(status.getPath().toString())[len(str(self._fs.makeQualified(self._Path(path)).toString())):]
+            if name.endswith(".parquet") and "/_" not in rel and "/." not in rel:
+                return True
+        return False
+
+    # -- commit protocol --------------------------------------------------------------------------
+    def commit(self, commit: Commit) -> None:
+        """Make a staged run visible: write the commit point, apply it, drop the staging dir."""
+        if not commit.moves and not commit.replaces:
+            self.delete(self.staging(commit.run_id))
+            return
+        marker = self.staging(commit.run_id, COMMIT_MARKER)
+        self._write_text(marker, json.dumps({"moves": commit.moves, "replaces": commit.replaces}))
+        self._apply(commit.run_id, marker)
+
+    def _apply(self, run_id: str, marker: str) -> None:
+        plan = json.loads(self._read_text(marker))
+        for src, dst in plan["moves"]:
+            # Idempotent: after a crash some moves are done (src gone, dst present).
+            if self.exists(src) and not self.exists(dst):
+                self._rename(src, dst)
+        for partition, keep in plan["replaces"]:
+            for name in self.children(partition):
+                if name.startswith("run_id=") and f"{partition}/{name}" != keep:
+                    self.delete(f"{partition}/{name}")
+        self.delete(self.staging(run_id))
+
+    def recover(self) -> list[str]:
+        """Roll committed runs forward and delete uncommitted staging (a crashed run's leftovers).
+
+        Returns the run ids that were rolled forward. Call at the start of every run; not safe to
+        run concurrently with another writer on the same ROOT (one backfill per ROOT at a time).
+        """
+        rolled = []
+        for run_id in self.children(f"{self.root}/{STAGING}"):
+            marker = self.staging(run_id, COMMIT_MARKER)
+            if self.exists(marker):
+                log.info("rolling forward committed run %s", run_id)
+                self._apply(run_id, marker)
+                rolled.append(run_id)
+            else:
+                log.info("deleting uncommitted staging of run %s", run_id)
+                self.delete(self.staging(run_id))
+        return rolled
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read(self, name: str, schema: str):
+        """The table as a DataFrame (`schema` DDL; an empty frame when nothing is committed yet)."""
+        path = self.table(name)
+        if not self.has_data(path):
+            return self.spark.createDataFrame([], schema)
+        frame = self.spark.read.parquet(path)
+        return frame.select(*[c.strip().split(" ")[0] for c in _split_ddl(schema)
+                              if c.strip().split(" ")[0] in frame.columns])
+
+
+def _split_ddl(ddl: str) -> list[str]:
+    """Top-level comma split of a simple DDL string (no nested types in our tables)."""
+    return [part for part in ddl.split(",") if part.strip()]
+
+
+FEATURES_DDL = ("photo_id string, content_sha256 string, feature_version int, format string, dhash long, "
+                + ", ".join(f"{n} float" for n in FEATURE_NAMES)
+                + ", run_id string")
+PHOTOS_DDL = "photo_id string, uri string, content_sha256 string, file_bytes long, seen_at_ms long, run_id string"
+QUARANTINE_DDL = ("source_ref string, photo_id string, stage string, reason_code string, detail string, "
+                  "seen_at_ms long, content_sha256 string, feature_version int, run_id string")
+SCORES_DDL = ("photo_id string, content_sha256 string, export_format string, score double, feature_version int, "
+              "scored_at_ms long, source string, from_cache boolean, model_name string, model_version string, "
+              "run_id string")
+
+
+def register_views(spark, root: str) -> list[str]:
+    """Temp views `features`, `photos`, `scores`, `quarantine` and `photo_scores` over ROOT.
+
+    `scores` carries `model_version` as a number; `photo_scores` gives every photo id the score of
+    its content (duplicates share one score row). Returns the view names.
+    """
+    from pyspark.sql import functions as F
+
+    store = TableStore(spark, root)
+    frames = {
+        "features": store.read("features", FEATURES_DDL),
+        "photos": store.read("photos", PHOTOS_DDL),
+        "quarantine": store.read("quarantine", QUARANTINE_DDL),
+        "scores": store.read("scores", SCORES_DDL).withColumn("model_version", F.col("model_version").cast("long")),
+    }
+    for name, frame in frames.items():
+        frame.createOrReplaceTempView(name)
+    spark.sql(
+        "SELECT p.photo_id, p.uri, s.content_sha256, s.model_name, s.model_version, s.export_format, s.score, "
+        "s.feature_version, s.scored_at_ms FROM photos p JOIN scores s ON p.content_sha256 = s.content_sha256"
+    ).createOrReplaceTempView("photo_scores")
+    return [*frames, "photo_scores"]
