@@ -99,6 +99,18 @@ def log_and_register(built, name: str, config, run_params: dict[str, Any]):
     """
     mlflow = _mlflow(config)
     experiment_id = ensure_experiment(config)
+    # MLflow stores a directory artifact under its base name; stage the bundle as `bundle/` so
+    # every version keeps it at `artifacts/bundle`, where `resolve_bundle` fetches it.
+    staging = Path(tempfile.mkdtemp(prefix="photoscore-register-"))
+    staged = staging / "bundle"
+    shutil.copytree(built.bundle_dir, staged, ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        return _log_and_register(mlflow, experiment_id, built, staged, name, run_params)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _log_and_register(mlflow, experiment_id: str, built, staged: Path, name: str, run_params: dict[str, Any]):
     parity = built.parity
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{built.model_type}") as run:
         mlflow.log_params(run_params)
@@ -112,7 +124,7 @@ def log_and_register(built, name: str, config, run_params: dict[str, Any]):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(PYFUNC_CODE),
-            artifacts={"bundle": str(built.bundle_dir)},
+            artifacts={"bundle": str(staged)},
             signature=signature_for(built.bundle_dir),
             # Explicit requirements: inferring them would load the model in a subprocess.
             pip_requirements=["mlflow", "numpy", "pandas", "onnxruntime", built.model_type
