@@ -216,7 +216,13 @@ public final class {cls} implements UDF{n}<{types}> {{
     @Override
     public Double call({params}) throws Exception {{
         if ({null_check}) return null;
-        return (double) SCORE.invokeExact(new double[] {{ {args} }});
+        try {{
+            return (double) SCORE.invokeExact(new double[] {{ {args} }});
+        }} catch (RuntimeException | Error e) {{
+            throw e;
+        }} catch (Throwable t) {{
+            throw new Exception(t);
+        }}
     }}
 }}
 """

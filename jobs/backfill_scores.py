@@ -1,0 +1,221 @@
+"""Scoring backfill: the stored feature table -> the score table of one model version, in one export
+format, without reading or decoding a single photo. Entry point for
+`spark-submit jobs/backfill_scores.py --model models:/NAME@ALIAS --format FORMAT --tables ROOT [--force]`
+and `photoscore backfill scores`.
+
+Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` run `models.scoring.score_frame` (what
+`photoscore score` runs) inside mapInPandas with the bundle loaded once per Python worker; the
+bundle reaches executors with `SparkContext.addFile`. `m2cgen-java` registers the generated jar
+(wrapped in a UDF of N doubles) as a Java UDF: rows never leave the JVM.
+
+Idempotent per score identity (content_sha256, model_name, model_version): identities already in
+the score table are skipped unless `--force`, which rescores them all and replaces the model
+version's partition atomically (jobs/spark_tables.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+from jobs.config import Config, load_config
+from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id
+from udfs.errors import PhotoscoreError
+
+log = logging.getLogger("photoscore.backfill.scores")
+
+JVM_FORMAT = "m2cgen-java"
+
+
+@dataclass(frozen=True)
+class ScoreBackfillResult:
+    """rows = scored + known + quarantined, over the feature rows of the model's feature version."""
+
+    run_id: str
+    model_name: str
+    model_version: int
+    export_format: str
+    rows: int
+    scored: int
+    known: int
+    quarantined: int
+
+    def line(self) -> str:
+        return f"rows={self.rows} scored={self.scored} known={self.known} quarantined={self.quarantined}"
+
+
+def score_partition_path(store: TableStore, model_name: str, model_version: int) -> str:
+    """The score table's partition of one model version."""
+    return f"{store.table('scores')}/model_name={model_name}/model_version={model_version}"
+
+
+def _finite_all(names):
+    from pyspark.sql import functions as F
+
+    checks = [F.col(n).isNotNull() & ~F.isnan(n) & (F.abs(F.col(n)) != float("inf")) for n in names]
+    return reduce(lambda a, b: a & b, checks)
+
+
+def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
+                      model_name: str, model_version: int):
+    """Score `todo` (feature rows, all finite) -> rows (ok, photo_id, content_sha256, score,
+    scored_at_ms, stage, reason_code, detail): the one place the four paths differ."""
+    from pyspark.sql import functions as F
+
+    from udfs.quarantine import now_ms
+    from udfs.spark_udfs import SCORE_UDF_SCHEMA, register_java_scorer, score_partitions
+
+    if export_format == JVM_FORMAT:
+        fname = register_java_scorer(spark, bundle_dir, config.home / "spark" / "udf-jars", names)
+        score = F.call_function(fname, *[F.col(n).cast("double") for n in names])
+        ok = score.isNotNull() & ~F.isnan(score) & (F.abs(score) != float("inf"))
+        return (todo.withColumn("score", score)
+                .select(ok.alias("ok"), "photo_id", "content_sha256", "score",
+                        F.lit(now_ms()).cast("long").alias("scored_at_ms"),
+                        F.when(~ok, F.lit("score")).alias("stage"),
+                        F.when(~ok, F.lit("score_failed")).alias("reason_code"),
+                        F.when(~ok, F.concat(F.lit("the scorer returned "), F.col("score").cast("string")))
+                        .alias("detail")))
+    # Ship the bundle to executors (a no-op for a path already added in this session).
+    spark.sparkContext.addFile(str(bundle_dir), recursive=True)
+    return todo.select("photo_id", "content_sha256", "feature_version", *names).mapInPandas(
+        score_partitions(bundle_dir.name, str(bundle_dir), export_format, model_name, model_version,
+                         f"models:/{model_name}/{model_version}"),
+        SCORE_UDF_SCHEMA)
+
+
+def run_score_backfill(spark, config: Config, model_uri: str, export_format: str, tables: str,
+                       force: bool = False, run_id: str | None = None) -> ScoreBackfillResult:
+    """Score every stored feature row of the model's feature version not yet scored by it."""
+    from pyspark.sql import functions as F
+
+    from models.registry import resolve_bundle
+    from udfs.bundle import read_feature_schema
+    from udfs.scorers import formats
+
+    if export_format not in formats():
+        raise PhotoscoreError(f"unknown export format {export_format!r}; available: {', '.join(formats())}")
+    store = TableStore(spark, tables)
+    store.recover()
+    run_id = run_id or new_run_id()
+    name, version, bundle_dir = resolve_bundle(model_uri, config)
+    schema = read_feature_schema(bundle_dir)
+    names = list(schema.names)
+    prefix = f"models:/{name}/{version}#"
+
+    features = store.read("features", FEATURES_DDL).where(F.col("feature_version") == schema.feature_version)
+    partition = score_partition_path(store, name, version)
+    if store.has_data(partition) and not force:
+        known = spark.read.parquet(partition).select("content_sha256").distinct().withColumn("_known", F.lit(True))
+    else:
+        known = spark.createDataFrame([], "content_sha256 string, _known boolean")
+    quarantine = store.read("quarantine", QUARANTINE_DDL)
+    bad = (quarantine.where(F.col("source_ref").startswith(prefix)).select("content_sha256").distinct()
+           .withColumn("_bad", F.lit(True)))
+    if force:
+        bad = bad.limit(0)
+    status = (features.join(known, "content_sha256", "left").join(bad, "content_sha256", "left")
+              .withColumn("_finite", _finite_all(names)))
+    todo = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & F.col("_finite"))
+
+    scored_path = store.staging(run_id, "scored")
+    score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name, version) \
+        .write.parquet(scored_path)
+    scored = spark.read.parquet(scored_path)
+
+    totals = status.select(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.when(F.col("_known"), 1)).alias("known"),
+        F.count(F.when(F.col("_known").isNull() & F.col("_bad"), 1)).alias("known_bad"),
+        F.count(F.when(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite"), 1))
+        .alias("non_finite")).first()
+    outcome = {r["ok"]: r["count"] for r in scored.groupBy("ok").count().collect()}
+
+    commit = Commit(run_id)
+    score_rows = scored.where("ok").select(
+        "photo_id", "content_sha256", F.lit(export_format).alias("export_format"), "score",
+        F.lit(schema.feature_version).cast("int").alias("feature_version"), "scored_at_ms",
+        F.lit("batch").alias("source"), F.lit(False).alias("from_cache"))
+    seen = F.lit(int(time.time() * 1000)).cast("long")
+    non_finite = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")).select(
+        F.concat(F.lit(prefix), "content_sha256").alias("source_ref"), "photo_id",
+        F.lit("features").alias("stage"), F.lit("non_finite_feature").alias("reason_code"),
+        F.lit("a stored feature is NaN or infinite").alias("detail"), seen.alias("seen_at_ms"),
+        "content_sha256", F.col("feature_version").cast("int"))
+    failed = scored.where(~F.col("ok")).select(
+        F.concat(F.lit(prefix), "content_sha256").alias("source_ref"), "photo_id", "stage", "reason_code",
+        "detail", F.col("scored_at_ms").alias("seen_at_ms"), "content_sha256",
+        F.lit(schema.feature_version).cast("int").alias("feature_version"))
+    quarantine_rows = (non_finite.unionByName(failed)
+                       .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"))
+    parallelism = spark.sparkContext.defaultParallelism
+    staged_scores = store.staging(run_id, "out_scores")
+    score_rows.coalesce(max(1, parallelism)).write.parquet(staged_scores)
+    target = f"{partition}/run_id={run_id}"
+    if store.has_data(staged_scores):
+        commit.moves.append((staged_scores, target))
+        if force:
+            commit.replaces.append((partition, target))
+    staged_q = store.staging(run_id, "out_quarantine")
+    quarantine_rows.coalesce(1).write.parquet(staged_q)
+    if store.has_data(staged_q):
+        commit.moves.append((staged_q, f"{store.table('quarantine')}/run_id={run_id}"))
+    store.commit(commit)
+
+    result = ScoreBackfillResult(
+        run_id=run_id, model_name=name, model_version=version, export_format=export_format,
+        rows=int(totals["rows"]), scored=int(outcome.get(True, 0)), known=int(totals["known"]),
+        quarantined=int(totals["known_bad"]) + int(totals["non_finite"]) + int(outcome.get(False, 0)))
+    if result.rows != result.scored + result.known + result.quarantined:
+        raise PhotoscoreError(f"counts do not reconcile: {result}")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by spark-submit and `photoscore backfill scores`."""
+    parser.add_argument("--model", default=None, metavar="models:/NAME@ALIAS",
+                        help="model URI (default: config mlflow.model_name @ mlflow.alias)")
+    parser.add_argument("--format", dest="export_format", default=None,
+                        help="native | onnx | m2cgen-c | m2cgen-java | m2cgen-python (default: config scoring.format)")
+    parser.add_argument("--tables", default=None, metavar="ROOT", help="table root (default: config storage.tables)")
+    parser.add_argument("--force", action="store_true",
+                        help="rescore identities already scored, replacing the version's rows atomically")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backfill_scores.py", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point: prints the model line, then the final counts line."""
+    from jobs.spark_session import get_session
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    config = load_config(args.overrides)
+    model_uri = args.model or f"models:/{config['mlflow.model_name']}@{config['mlflow.alias']}"
+    export_format = args.export_format or config.get("scoring.format", "native")
+    tables = args.tables or config.path("storage.tables")
+    spark = get_session(config, "photoscore-backfill-scores")
+    try:
+        result = run_score_backfill(spark, config, model_uri, export_format, tables, args.force)
+    except PhotoscoreError as exc:
+        print(f"backfill scores: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(f"run={result.run_id} model={result.model_name}/{result.model_version} format={result.export_format}")
+    print(result.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
