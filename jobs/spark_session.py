@@ -66,7 +66,10 @@ def get_session(config: Config, app_name: str, master: str | None = None):
         builder = builder.master(master or str(config.get("spark.master", "local[*]")))
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    # Spark's INFO chatter would bury the job's own progress lines and its final counts line.
+    spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "WARN")))
+    return spark
 
 
 def spark_submit_path() -> str:
