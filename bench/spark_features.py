@@ -1,0 +1,89 @@
+"""Spark feature-backfill bench: photos/s of `run_feature_backfill` on `local[2]` (hash pass, decode
+pass, staged writes and commit: the whole job) vs the in-process extractor on one core over the
+same photos, x 2 cores. Goal: >= 0.8 of 2 x the single-core figure. Prints the 60-billion-photo
+projection.
+
+    .venv/bin/python bench/spark_features.py [--photos 160]
+Last line: `bench: name=spark_features photos=... spark_pps=... single_core_pps=... ratio_vs_2x_single=...`
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jobs.config import decode_limits, load_config
+
+CORES = 2
+PROJECTION_PHOTOS = 60e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=160, help="corpus photos to build and backfill")
+    parser.add_argument("--corpus", type=Path, default=None, help="existing photo folder (skips the build)")
+    args = parser.parse_args(argv)
+
+    from jobs.backfill_features import run_feature_backfill
+    from jobs.spark_session import get_session
+    from models.corpus import build_corpus
+    from udfs.features import extract_features
+
+    workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-features-"))
+    try:
+        if args.corpus is None:
+            print(f"building a corpus of {args.photos} photos ...", flush=True)
+            build_corpus(workdir / "corpus", n=args.photos, seed=5, progress=False)
+            photos = workdir / "corpus" / "photos"
+        else:
+            photos = args.corpus
+        files = sorted(p for p in photos.rglob("*") if p.is_file())
+        config = load_config()
+        limits = decode_limits(config)
+
+        extract_features(files[0].read_bytes(), str(files[0]), limits=limits)  # warm imports and caches
+        started = time.perf_counter()
+        for path in files:
+            extract_features(path.read_bytes(), str(path), limits=limits)
+        single = len(files) / (time.perf_counter() - started)
+        print(f"in-process, 1 core: {single:.1f} photos/s over {len(files)} photos", flush=True)
+
+        spark = get_session(config, "photoscore-bench-features", master=f"local[{CORES}]")
+        try:
+            # Warm the Python workers on a throwaway table, then time a fresh backfill.
+            run_feature_backfill(spark, config, str(files[0].parent), str(workdir / "warm"), glob=files[0].name)
+            started = time.perf_counter()
+            result = run_feature_backfill(spark, config, str(photos), str(workdir / "tables"))
+            seconds = time.perf_counter() - started
+        finally:
+            spark.stop()
+        spark_pps = result.inputs / seconds
+        ratio = spark_pps / (CORES * single)
+        print()
+        print(f"{'':<28} {'photos/s':>9}")
+        print(f"{'in-process, 1 core':<28} {single:>9.1f}")
+        print(f"{'limit: 2 x 1 core':<28} {CORES * single:>9.1f}")
+        print(f"{'spark local[2], whole job':<28} {spark_pps:>9.1f}   ({result.line()}, {seconds:.1f} s)")
+        print(f"ratio vs 2 x single core: {ratio:.2f} (goal >= 0.8)")
+        core_hours = PROJECTION_PHOTOS / (spark_pps / CORES) / 3600
+        print(f"projection: feature backfill of 60 billion photos at {spark_pps / CORES:.1f} photos/s per core "
+              f"= {core_hours:,.0f} core-hours (these photos: median {_median_kb(files):.0f} KB)")
+        print(f"bench: name=spark_features photos={result.inputs} spark_pps={spark_pps:.1f} "
+              f"single_core_pps={single:.1f} ratio_vs_2x_single={ratio:.2f} "
+              f"backfill_core_hours_60b={core_hours:.0f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _median_kb(files) -> float:
+    sizes = sorted(os.path.getsize(p) for p in files)
+    return sizes[len(sizes) // 2] / 1024
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Spark scoring bench: 1 M stored feature rows, one model (default 300 trees, depth 8), `local[2]`.
+
+Rows/s of `mlflow.pyfunc.spark_udf` (the baseline a user would pick; warm) vs each of our paths
+(`native`, `onnx`, `m2cgen-c` through mapInPandas; `m2cgen-java` as a JVM UDF of N doubles), and
+the in-process rows/s of the same scorer x 2 cores (the limit: Spark adding nothing). Each Spark
+path runs twice over a cached DataFrame and the second (warm) run is timed; output goes to Spark's
+`noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
+
+    .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8]
+Last line: `bench: name=spark_scoring spark_udf_rps=... best=<path> best_over_spark_udf=...
+best_over_limit=... jvm_over_spark_udf=...`
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jobs.config import load_config
+from udfs.features import FEATURE_NAMES, FEATURE_VERSION
+
+CORES = 2
+PROJECTION_ROWS = 60e9
+
+
+def synthetic_features(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Feature rows shaped like the real table, and a label that depends on a few of them."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+    X[:, 0] = rng.choice([640, 1024, 1920, 4000], n)
+    X[:, 13] = rng.lognormal(5, 1.2, n)
+    logit = -1.1 * (np.log(X[:, 13]) - 5) + 0.8 * X[:, 7] + 0.6 * X[:, 16] + rng.normal(0, 0.8, n)
+    frame = pd.DataFrame(X, columns=list(FEATURE_NAMES))
+    frame.insert(0, "photo_id", [f"b{i:08d}" for i in range(n)])
+    frame.insert(1, "content_sha256", [f"{i:064x}" for i in range(n)])
+    frame.insert(2, "feature_version", np.int32(FEATURE_VERSION))
+    return frame, (logit > 0)
+
+
+def register_model(config, trees: int, depth: int, workdir: Path) -> str:
+    """Train and register the bench model on 20 k synthetic rows; returns its models:/ URI."""
+    from models.train import train_and_register
+    from models.trainers import TrainParams
+
+    frame, y = synthetic_features(20_000, seed=1)
+    labels = pd.DataFrame({"photo_id": frame["photo_id"], "low_quality": y,
+                           "source_photo": frame["photo_id"], "duplicate_of": pd.NA})
+    frame.to_parquet(workdir / "train_features.parquet", index=False)
+    labels.to_parquet(workdir / "train_labels.parquet", index=False)
+    result = train_and_register(workdir / "train_features.parquet", workdir / "train_labels.parquet",
+                                "low_quality", "xgboost", "bench_scoring", config,
+                                TrainParams(trees=trees, depth=depth))
+    return f"models:/bench_scoring/{result.version}"
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def warm_seconds(frame) -> float:
+    """Second run of writing `frame` to the noop sink (the first warms workers and loads models)."""
+    write = lambda: frame.write.format("noop").mode("overwrite").save()  # noqa: E731
+    write()
+    return timed(write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--trees", type=int, default=300)
+    parser.add_argument("--depth", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    from jobs.backfill_scores import score_frame_spark
+    from jobs.spark_session import get_session
+    from models.registry import resolve_bundle
+    from udfs.bundle import read_feature_schema
+    from udfs.scorers import load_scorer
+
+    workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
+    os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
+    config = load_config()
+    print(f"training and registering xgboost {args.trees} trees depth {args.depth} ...", flush=True)
+    model_uri = register_model(config, args.trees, args.depth, workdir)
+    name, version, bundle = resolve_bundle(model_uri, config)
+    names = list(read_feature_schema(bundle).names)
+
+    frame, _ = synthetic_features(args.rows, seed=2)
+    data_path = workdir / "features.parquet"
+    frame.to_parquet(data_path, index=False, row_group_size=100_000)
+    X = frame[names].to_numpy(np.float32)
+
+    spark = get_session(config, "photoscore-bench-scoring", master=f"local[{CORES}]")
+    results: dict[str, float] = {}
+    try:
+        df = spark.read.parquet(str(data_path)).repartition(CORES * 4).cache()
+        df.count()
+        import mlflow.pyfunc
+        from pyspark.sql import functions as F
+
+        from models.registry import _mlflow
+
+        _mlflow(config)
+        udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+        results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
+        print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
+        for fmt in ("native", "onnx", "m2cgen-c", "m2cgen-java"):
+            scored = score_frame_spark(spark, config, df, bundle, names, fmt, name, version)
+            results[fmt] = warm_seconds(scored)
+            print(f"  {fmt:<14} {args.rows / results[fmt]:>12,.0f} rows/s", flush=True)
+    finally:
+        spark.stop()
+
+    rps = {k: args.rows / v for k, v in results.items()}
+    paths = [k for k in rps if k != "spark_udf"]
+    best = max(paths, key=rps.get)
+    in_process_fmt = best if best != "m2cgen-java" else "m2cgen-c"  # the Java harness forks a JVM per call
+    scorer = load_scorer(bundle, in_process_fmt)
+    scorer.score(X[:10_000])
+    limit = CORES * args.rows / timed(lambda: scorer.score(X))
+    print()
+    print(f"{'path':<14} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
+    for key in ["spark_udf", *paths]:
+        print(f"{key:<14} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
+    print(f"{'limit':<14} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
+    core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
+    print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "
+          f"= {core_hours:,.0f} core-hours (model {args.trees} trees depth {args.depth})")
+    print(f"bench: name=spark_scoring rows={args.rows} trees={args.trees} depth={args.depth} "
+          f"spark_udf_rps={rps['spark_udf']:.0f} "
+          + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
+          + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
+          f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
+          f"rescoring_core_hours_60b={core_hours:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

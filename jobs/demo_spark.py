@@ -1,0 +1,56 @@
+"""The Spark part of `make demo`: backfill the corpus' features and scores with spark-submit (the
+same commands an operator runs), then print the 10 lowest-quality photos with Spark SQL."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from jobs.config import Config
+from udfs.errors import PhotoscoreError
+
+LOWEST_QUALITY_SQL = """
+SELECT photo_id, round(score, 3) AS p_low_quality, model_version, export_format
+FROM photo_scores
+WHERE model_name = '{name}'
+ORDER BY score DESC, photo_id
+LIMIT 10
+"""
+
+
+def _submit(config: Config, script: str, args: list[str]) -> str:
+    from jobs.spark_session import spark_env, spark_submit_command
+
+    cmd = spark_submit_command(config, script, args)
+    print("$ spark-submit jobs/" + script + " " + " ".join(args), flush=True)
+    proc = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PhotoscoreError(f"spark-submit {script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    last = proc.stdout.strip().splitlines()[-1]
+    print(f"  {last}", flush=True)
+    return last
+
+
+def run_spark_demo(config: Config, corpus_dir: Path | str, tables: Path | str,
+                   model_uri: str | None = None, export_format: str = "m2cgen-java") -> None:
+    """Backfill features of `corpus_dir/photos` and scores (JVM-native path by default) into
+    `tables`, then print the 10 photos most likely to be low quality via Spark SQL."""
+    from jobs.commands.sql import run_sql
+    from jobs.spark_session import get_session
+
+    corpus_dir, tables = Path(corpus_dir), str(tables)
+    model_uri = model_uri or f"models:/{config['mlflow.model_name']}@{config['mlflow.alias']}"
+    photos = corpus_dir / "photos" if (corpus_dir / "photos").is_dir() else corpus_dir
+    _submit(config, "backfill_features.py", ["--input", str(photos), "--tables", tables])
+    _submit(config, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    # Rescoring with nothing new: every identity is known, no work is done.
+    _submit(config, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    name = model_uri.split(":/", 1)[1].split("@")[0].split("/")[0]
+    spark = get_session(config, "photoscore-demo-sql", master="local[2]")
+    try:
+        print("the 10 lowest-quality photos (Spark SQL over the score table):", flush=True)
+        rows = run_sql(spark, tables, LOWEST_QUALITY_SQL.format(name=name)).toPandas()
+    finally:
+        spark.stop()
+    print(rows.to_string(index=False), flush=True)
+    sys.stdout.flush()
