@@ -1,0 +1,262 @@
+"""The stream's work as pure functions the Flink operators call (and tests and the bench call
+directly): upload -> bytes -> features -> score, with a per-content cache entry and a model holder
+that swaps versions atomically.
+
+Nothing here knows about Flink: `jobs/stream_score.py` only wires these into operators, so the
+in-process loop of `bench/stream.py` and the job run the same code, and the features and scores
+are those of the batch path (`udfs.features.extract_features`, `models.scoring.score_frame`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from udfs.decode import DecodeLimits, PhotoRejected
+from udfs.features import FEATURE_VERSION, FeatureRow, content_sha256, extract_features, feature_frame
+from udfs.messages import Upload, encode_dlq, encode_score, parse_upload
+from udfs.photo_io import read_photo_bytes
+from udfs.quarantine import QuarantineRecord, now_ms
+
+log = logging.getLogger(__name__)
+
+SCORES, DLQ = "scores", "dlq"
+
+
+# ---------------------------------------------------------------- parse + read
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """An upload whose bytes were read and hashed: what the keyed scoring step receives."""
+
+    ref: str                 # source topic/partition/offset
+    photo_id: str
+    uploaded_at_ms: int
+    content_sha256: str      # of the bytes actually read (the message's claim is not trusted)
+    data: bytes
+
+
+def read_upload(upload: Upload, ref: str, limits: DecodeLimits) -> bytes | QuarantineRecord:
+    """The photo bytes of an upload (inline first, else its URI), or a `read` QuarantineRecord."""
+    if upload.inline_b64 is not None:
+        data = upload.inline_bytes()
+        if len(data) > limits.max_file_bytes:
+            return QuarantineRecord(ref, upload.photo_id, "read", "file_too_large",
+                                    f"inline photo of {len(data)} bytes > limit {limits.max_file_bytes}", now_ms())
+        return data
+    try:
+        return read_photo_bytes(upload.uri, limits.max_file_bytes)
+    except PhotoRejected as exc:
+        return QuarantineRecord(ref, upload.photo_id, exc.stage, exc.reason_code, exc.detail[:500], now_ms())
+
+
+def prepare(raw: bytes | str | None, ref: str, limits: DecodeLimits) -> tuple[PreparedPhoto | QuarantineRecord, Optional[int]]:
+    """Parse, validate and read one upload message: (PreparedPhoto or QuarantineRecord, uploaded_at_ms)."""
+    upload = parse_upload(raw, ref)
+    if isinstance(upload, QuarantineRecord):
+        return upload, None
+    data = read_upload(upload, ref, limits)
+    if isinstance(data, QuarantineRecord):
+        return data, upload.uploaded_at_ms
+    return PreparedPhoto(ref, upload.photo_id, upload.uploaded_at_ms, content_sha256(data), data), upload.uploaded_at_ms
+
+
+# ---------------------------------------------------------------- models
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded export of one model version; immutable, so swapping the reference is atomic."""
+
+    name: str
+    version: int
+    export_format: str
+    scorer: object
+    schema: object  # udfs.bundle.FeatureSchema
+
+    @property
+    def identity(self) -> tuple[str, int, str]:
+        return (self.name, self.version, self.export_format)
+
+
+def load_model(name: str, version: int, bundle_dir: Path, export_format: str) -> LoadedModel:
+    """Load (checksums verified) one export of a resolved bundle."""
+    from udfs.bundle import read_feature_schema
+    from udfs.scorers import load_scorer
+
+    scorer = load_scorer(bundle_dir, export_format)
+    return LoadedModel(name, int(version), export_format, scorer, read_feature_schema(bundle_dir))
+
+
+class ModelHolder:
+    """The current champion, re-resolved every `poll_interval_s` in a background thread.
+
+    `probe()` is a cheap "which version does the alias point at now" call; only when it answers
+    a different version is `resolve(version)` (download + checksum verification) and the load
+    done, off the scoring thread. The swap is one reference assignment, so a batch scored with
+    `current()` is scored by exactly one version, and the next batch by the new one.
+    """
+
+    def __init__(self, probe: Callable[[], int], resolve: Callable[[int], tuple[str, int, Path]],
+                 export_format: str, poll_interval_s: float = 5.0):
+        self._probe, self._resolve = probe, resolve
+        self.export_format = export_format
+        self.poll_interval_s = float(poll_interval_s)
+        self._model: Optional[LoadedModel] = None
+        self._last_poll = 0.0
+        self._polling = threading.Lock()
+        self.last_error: Optional[str] = None
+        self.swaps = 0
+
+    def current(self) -> Optional[LoadedModel]:
+        """The model to score the next batch with (None until one could be loaded)."""
+        return self._model
+
+    def refresh(self) -> Optional[LoadedModel]:
+        """Probe the alias now and swap when it moved; errors keep the current model (and are kept
+        in `last_error`), so a registry outage never stops scoring."""
+        if not self._polling.acquire(blocking=False):
+            return self._model  # another poll is running
+        try:
+            self._last_poll = time.monotonic()
+            version = int(self._probe())
+            if self._model is None or version != self._model.version:
+                name, resolved, bundle_dir = self._resolve(version)
+                model = load_model(name, resolved, bundle_dir, self.export_format)
+                previous, self._model = self._model, model
+                self.swaps += previous is not None
+                log.info("model %s version %s (%s) now scores (was %s)", name, resolved,
+                         self.export_format, previous.version if previous else None)
+            self.last_error = None
+        except Exception as exc:  # noqa: BLE001 - keep scoring with what we have
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model poll failed (keeping version %s): %s",
+                        self._model.version if self._model else None, self.last_error)
+        finally:
+            self._polling.release()
+        return self._model
+
+    def maybe_refresh(self) -> None:
+        """Start a background poll when the interval has elapsed (never blocks scoring)."""
+        if time.monotonic() - self._last_poll >= self.poll_interval_s and not self._polling.locked():
+            self._last_poll = time.monotonic()
+            threading.Thread(target=self.refresh, name="model-poll", daemon=True).start()
+
+
+def registry_holder(config, export_format: Optional[str] = None,
+                    poll_interval_s: Optional[float] = None) -> ModelHolder:
+    """A ModelHolder on the configured MLflow alias (`mlflow.model_name`@`mlflow.alias`).
+
+    The probe is one registry call (`get_model_version_by_alias`); resolution goes through
+    `models.registry.resolve_bundle` by version number, which downloads once and verifies checksums.
+    Both need only mlflow-skinny and a tracking URI the process can reach (an HTTP server for a
+    Flink worker; see docs/streaming.md).
+    """
+    from models.registry import client, resolve_bundle
+
+    name, alias = str(config["mlflow.model_name"]), str(config["mlflow.alias"])
+    fmt = export_format or str(config.get("scoring.format", "native"))
+    interval = (float(poll_interval_s) if poll_interval_s is not None
+                else float(config.get("flink.model_poll_interval_ms", 2000)) / 1000.0)
+
+    def probe() -> int:
+        return int(client(config).get_model_version_by_alias(name, alias).version)
+
+    def resolve(version: int):
+        return resolve_bundle(f"models:/{name}/{version}", config)
+
+    return ModelHolder(probe, resolve, fmt, interval)
+
+
+# ---------------------------------------------------------------- features + score with a cache
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """What the keyed state remembers per content: its features and the last score made from them."""
+
+    content_sha256: str
+    feature_version: int
+    values: tuple           # float32 feature values as Python floats (state is pickled)
+    fmt: str
+    dhash: int
+    model: Optional[tuple]  # (name, version, export_format) of `score`
+    score: Optional[float]
+
+    def row(self, photo_id: str) -> FeatureRow:
+        return FeatureRow(photo_id, self.content_sha256, self.fmt, self.dhash,
+                          np.asarray(self.values, dtype=np.float32))
+
+
+@dataclass
+class Outcome:
+    """One prepared photo's result: records to emit as (kind, JSON) and the new cache entry."""
+
+    records: list
+    cache: Optional[CacheEntry]
+    decoded: bool
+
+
+def score_rows(model: LoadedModel, rows: list[FeatureRow], refs: list[str]):
+    """Score feature rows with the batch path's `score_frame` (same rows, same checks): a
+    ScoredBatch whose quarantine records carry each row's own source ref."""
+    from models.scoring import score_frame
+
+    result = score_frame(feature_frame(rows), model.scorer, model.schema, model.name, model.version,
+                         source_ref="stream", source="stream")
+    by_id = dict(zip((r.photo_id for r in rows), refs))
+    if len(result.quarantine):
+        result.quarantine["source_ref"] = [by_id.get(p, "stream") for p in result.quarantine["photo_id"]]
+    return result
+
+
+def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[CacheEntry],
+                  limits: DecodeLimits) -> Outcome:
+    """Features (decoded, or from the cache) and a score (from the cache when this content was
+    already scored by this very model version and format: `from_cache=True`)."""
+    if model is None:
+        rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "unknown_model",
+                               "no model version could be loaded yet (see the job log)", now_ms())
+        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], cached, False)
+    if cached is not None and cached.feature_version == FEATURE_VERSION:
+        if cached.model == model.identity and cached.score is not None:
+            row = {"photo_id": photo.photo_id, "content_sha256": photo.content_sha256,
+                   "model_name": model.name, "model_version": model.version,
+                   "export_format": model.export_format, "score": cached.score,
+                   "feature_version": cached.feature_version, "scored_at_ms": now_ms(),
+                   "source": "stream", "from_cache": True}
+            return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], cached, False)
+        feature_row, decoded = cached.row(photo.photo_id), False
+    else:
+        result = extract_features(photo.data, photo.photo_id, photo.ref, limits)
+        if isinstance(result, QuarantineRecord):
+            return Outcome([(DLQ, encode_dlq(result, photo.uploaded_at_ms))], None, True)
+        feature_row, decoded = result, True
+    scored = score_rows(model, [feature_row], [photo.ref])
+    entry = CacheEntry(photo.content_sha256, FEATURE_VERSION, tuple(float(v) for v in feature_row.values),
+                       feature_row.format, int(feature_row.dhash), None, None)
+    if len(scored.scores) == 0:
+        q = scored.quarantine.iloc[0]
+        rec = QuarantineRecord(str(q["source_ref"]), photo.photo_id, str(q["stage"]), str(q["reason_code"]),
+                               str(q["detail"]), int(q["seen_at_ms"]))
+        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], entry, decoded)
+    row = scored.scores.iloc[0].to_dict()
+    entry = CacheEntry(entry.content_sha256, entry.feature_version, entry.values, entry.fmt, entry.dhash,
+                       model.identity, float(row["score"]))
+    return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], entry, decoded)
+
+
+def process_message(raw: bytes | str | None, ref: str, model: Optional[LoadedModel],
+                    cache: dict, limits: DecodeLimits) -> Outcome:
+    """The whole stream path for one message with a plain dict as the per-content cache: what the
+    Flink job does across two operators, in one call (the bench's in-process limit, tests)."""
+    prepared, uploaded = prepare(raw, ref, limits)
+    if isinstance(prepared, QuarantineRecord):
+        return Outcome([(DLQ, encode_dlq(prepared, uploaded))], None, False)
+    outcome = process_photo(prepared, model, cache.get(prepared.content_sha256), limits)
+    if outcome.cache is not None:
+        cache[prepared.content_sha256] = outcome.cache
+    return outcome
