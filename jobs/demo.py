@@ -10,7 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.cli import main as photoscore
+from jobs.config import load_config
 from models.corpus import LABEL_COLUMNS
+from models.registry import list_versions
+
+MODEL_NAME = "photo_quality"
+# Demo-sized models keep `make demo` quick; `photoscore train` defaults to 300 trees x depth 8.
+DEMO_MODEL_SIZE = ["--trees", "100", "--depth", "6"]
 
 SUMMARY_FEATURES = {
     "blurred": "sharpness",
@@ -65,7 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     quarantine = pd.read_parquet(features_dir / "quarantine.parquet")
     labels = pd.read_parquet(corpus / "labels.parquet")
     print(feature_summary(features, labels, quarantine))
+
+    for model_type in ("xgboost", "lightgbm", "catboost", "logreg"):
+        step(f"3. Train {model_type}, export it three ways, gate every export on parity, register it",
+             ["train", "--features", str(features_dir / "features.parquet"), "--labels",
+              str(corpus / "labels.parquet"), "--target", "low_quality", "--model", model_type,
+              "--name", MODEL_NAME, *(DEMO_MODEL_SIZE if model_type != "logreg" else [])])
+    latest = latest_versions(MODEL_NAME)
+    step("4. Promote XGBoost to champion and LightGBM to challenger",
+         ["promote", "--name", MODEL_NAME, "--version", str(latest["xgboost"]), "--alias", "champion"])
+    photoscore(["promote", "--name", MODEL_NAME, "--version", str(latest["lightgbm"]), "--alias", "challenger"])
+    step("5. The registry and the parity matrix", ["models", "--name", MODEL_NAME, "--parity"])
+    step("6. Score every featured photo locally with the champion's compiled C export",
+         ["score", "--model", f"models:/{MODEL_NAME}@champion", "--format", "m2cgen-c",
+          "--features", str(features_dir / "features.parquet"), "--out", str(args.dir / "scores.parquet")])
     return 0
+
+
+def latest_versions(name: str) -> dict[str, int]:
+    """The newest registered version of `name` per model type."""
+    latest: dict[str, int] = {}
+    for row in list_versions(load_config(), name):
+        latest[row["model_type"]] = max(latest.get(row["model_type"], 0), row["version"])
+    return latest
 
 
 if __name__ == "__main__":

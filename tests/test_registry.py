@@ -151,6 +151,12 @@ def test_cli_train_promote_models_score(model_frames, tmp_path, monkeypatch, cap
     assert cli(["models", "--name", "cli_model"]) == 0
     listing = capsys.readouterr().out
     assert "champion" in listing and "failed (onnx)" in listing
+    assert cli(["models", "--name", "cli_model", "--parity"]) == 0
+    matrix = capsys.readouterr().out.split("parity matrix")[1].splitlines()
+    passed_row = next(line for line in matrix if line.startswith("cli_model  1 "))
+    failed_row = next(line for line in matrix if line.startswith("cli_model  2 "))
+    assert passed_row.count(" ok") == 4
+    assert "FAILED" in failed_row.split()[3:5]
 
     bad = pd.read_parquet(features)
     bad.loc[0, "sharpness"] = np.inf

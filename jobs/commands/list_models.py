@@ -1,11 +1,33 @@
-"""`photoscore models`: registered versions with their aliases, parity verdicts and test AUC."""
+"""`photoscore models`: registered versions with their aliases, parity verdicts and test AUC;
+`--parity` adds the parity matrix (max |export - native| per export, against each tolerance)."""
 from __future__ import annotations
+
+PARITY_FORMATS = ("onnx", "m2cgen-python", "m2cgen-java", "m2cgen-c")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list registered model versions", description=__doc__)
     p.add_argument("--name", default=None, help="only this registered model")
+    p.add_argument("--parity", action="store_true",
+                   help="also print the parity matrix of every version (downloads its bundle)")
     p.set_defaults(handler=run)
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def parity_cell(cell: dict | None) -> str:
+    """One matrix cell: `1.2e-07 ok`, `0.12 FAILED (tol 1e-06)`, or `n/a` with no number."""
+    if not cell or cell.get("status") == "not_available":
+        return "n/a"
+    diff = cell.get("max_abs_diff")
+    shown = f"{diff:.1e}" if isinstance(diff, (int, float)) else "?"
+    if cell.get("status") == "passed":
+        return f"{shown} ok"
+    return f"{shown} FAILED (tol {cell.get('tolerance')})"
 
 
 def run(args, config) -> int:
@@ -16,10 +38,19 @@ def run(args, config) -> int:
         print(f"no registered models in {config.tracking_uri}")
         return 0
     header = ("name", "version", "aliases", "model_type", "parity", "test_auc")
-    table = [header] + [(r["name"], str(r["version"]), ",".join(r["aliases"]) or "-", r["model_type"],
-                         r["parity"] + (f" ({r['parity_failed_exports']})" if r["parity_failed_exports"] else ""),
-                         r["test_auc"] or "-") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _print_table([header] + [(r["name"], str(r["version"]), ",".join(r["aliases"]) or "-", r["model_type"],
+                              r["parity"] + (f" ({r['parity_failed_exports']})" if r["parity_failed_exports"] else ""),
+                              r["test_auc"] or "-") for r in rows])
+    if args.parity:
+        from models.registry import resolve_bundle
+        from udfs.bundle import read_parity_report
+
+        print("\nparity matrix: max |export - native| on held-out + adversarial rows (n/a: no such export)")
+        matrix = [("name", "version", "model_type", *PARITY_FORMATS)]
+        for r in rows:
+            _, _, bundle = resolve_bundle(f"models:/{r['name']}/{r['version']}", config, allow_failed_parity=True)
+            exports = read_parity_report(bundle)["exports"]
+            matrix.append((r["name"], str(r["version"]), r["model_type"],
+                           *(parity_cell(exports.get(fmt)) for fmt in PARITY_FORMATS)))
+        _print_table(matrix)
     return 0
