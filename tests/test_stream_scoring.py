@@ -1,0 +1,110 @@
+"""The stream's pure functions (udfs/stream_scoring.py) on the real corpus and a real bundle:
+stream features and scores equal the batch path's, the content cache, the atomic model swap."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from models.scoring import score_frame
+from udfs.bundle import read_feature_schema
+from udfs.decode import DecodeLimits
+from udfs.features import FEATURE_NAMES
+from udfs.messages import encode_upload
+from udfs.scorers import load_scorer
+from udfs.stream_scoring import DLQ, SCORES, ModelHolder, load_model, process_message
+
+LIMITS = DecodeLimits()
+
+
+@pytest.fixture(scope="module")
+def xgb(model_data, tmp_path_factory):
+    return built_bundle("xgboost", model_data, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def logreg(model_data, tmp_path_factory):
+    return built_bundle("logreg", model_data, tmp_path_factory)
+
+
+def test_stream_features_and_scores_equal_batch(corpus_dir, corpus_features, xgb):
+    """The stream path, message by message, gives the batch path's features and scores, bit for bit."""
+    model = load_model("m", 1, xgb.bundle_dir, "native")
+    expected = score_frame(corpus_features, load_scorer(xgb.bundle_dir, "native"),
+                           read_feature_schema(xgb.bundle_dir), "m", 1, "batch").scores
+    by_sha = dict(zip(expected["content_sha256"], expected["score"]))
+    feats = corpus_features.set_index("content_sha256")
+    cache: dict = {}
+    for i, path in enumerate(corpus_features["photo_id"]):
+        out = process_message(encode_upload(path, Path(path).as_uri(), 1), f"t/0/{i}", model, cache, LIMITS)
+        (kind, payload), = out.records
+        rec = json.loads(payload)
+        assert kind == SCORES and rec["model_version"] == 1 and rec["source"] == "stream"
+        assert rec["score"] == by_sha[rec["content_sha256"]]
+        row = feats.loc[rec["content_sha256"]]
+        row = row.iloc[0] if row.ndim == 2 else row
+        np.testing.assert_array_equal(np.asarray(out.cache.values, np.float32),
+                                      row[list(FEATURE_NAMES)].to_numpy(np.float32))
+
+
+def test_duplicate_content_is_not_decoded_again_and_swap_rescores_from_cached_features(corpus_features, xgb, logreg):
+    path = corpus_features["photo_id"].iloc[0]
+    data = Path(path).read_bytes()
+    v1 = load_model("m", 1, xgb.bundle_dir, "native")
+    v2 = load_model("m", 2, logreg.bundle_dir, "onnx")
+    cache: dict = {}
+    first = process_message(encode_upload("a", Path(path).as_uri(), 1), "t/0/0", v1, cache, LIMITS)
+    again = process_message(encode_upload("b", inline=data), "t/0/1", v1, cache, LIMITS)
+    assert first.decoded and not again.decoded
+    r1, r2 = (json.loads(o.records[0][1]) for o in (first, again))
+    assert (r1["from_cache"], r2["from_cache"]) == (False, True)
+    assert r2["photo_id"] == "b" and r2["score"] == r1["score"] and r2["content_sha256"] == r1["content_sha256"]
+    swapped = process_message(encode_upload("c", inline=data), "t/0/2", v2, cache, LIMITS)
+    r3 = json.loads(swapped.records[0][1])
+    assert not swapped.decoded and r3["from_cache"] is False
+    assert (r3["model_version"], r3["export_format"]) == (2, "onnx")
+    X = np.asarray([cache[r1["content_sha256"]].values], np.float32)
+    assert r3["score"] == float(load_scorer(logreg.bundle_dir, "onnx").score(X)[0])
+
+
+def test_failures_become_dlq_records_with_the_source_ref(bad_inputs, xgb, tmp_path):
+    model = load_model("m", 1, xgb.bundle_dir, "native")
+    cases = [(b"{oops", "malformed_message"), (json.dumps({"schema": 1, "photo_id": "x"}).encode(), "missing_field"),
+             (encode_upload("gone", (tmp_path / "missing.jpg").as_uri(), 1), "unreadable_uri")]
+    cases += [(encode_upload(p, Path(p).as_uri(), 1), code) for p, code in bad_inputs.items()]
+    for i, (raw, code) in enumerate(cases):
+        out = process_message(raw, f"photos.uploaded/1/{i}", model, {}, LIMITS)
+        (kind, payload), = out.records
+        rec = json.loads(payload)
+        assert kind == DLQ and rec["reason_code"] == code, (raw[:80], rec)
+        assert rec["source_ref"] == f"photos.uploaded/1/{i}"
+    # No model loaded yet: a DLQ record, never an exception.
+    out = process_message(encode_upload("p", inline=Path(next(iter(bad_inputs))).read_bytes()), "t/0/9", None, {}, LIMITS)
+    assert out.records[0][0] == DLQ
+
+
+def test_model_holder_swaps_only_when_the_alias_moves_and_survives_registry_errors(xgb, logreg):
+    bundles = {1: xgb.bundle_dir, 2: logreg.bundle_dir}
+    state = {"version": 1, "fail": False, "resolves": 0}
+
+    def probe():
+        if state["fail"]:
+            raise ConnectionError("registry down")
+        return state["version"]
+
+    def resolve(v):
+        state["resolves"] += 1
+        return "m", v, bundles[v]
+
+    holder = ModelHolder(probe, resolve, "native", poll_interval_s=0.0)
+    assert holder.current() is None
+    first = holder.refresh()
+    assert first.version == 1 and holder.refresh() is first and state["resolves"] == 1
+    state["fail"] = True
+    assert holder.refresh() is first and "registry down" in holder.last_error
+    state.update(fail=False, version=2)
+    second = holder.refresh()
+    assert second.version == 2 and second is not first and holder.swaps == 1 and holder.last_error is None
