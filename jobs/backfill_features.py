@@ -59,8 +59,14 @@ def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: s
     if not store.exists(source):
         raise PhotoscoreError(f"input {source} does not exist; pass a photo directory or a manifest of URIs")
     if kind == "dir":
-        frame = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                 .option("pathGlobFilter", glob or "*").load(source).select(F.col("path").alias("uri")))
+        listing = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+                   .option("pathGlobFilter", glob or "*").load(source))
+        # The file index's listing, not a scan: a scan silently drops zero-byte files, which are
+        # inputs too (quarantined as empty_file). Directory listing happens on the driver either
+        # way; a manifest is the shape for billions of photos.
+        uris = sorted(listing.inputFiles())
+        slices = max(spark.sparkContext.defaultParallelism, len(uris) // 10_000 + 1)
+        frame = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris], slices), "uri string")
         # photo_id from the URI on the executor (local paths as plain paths, like `photoscore features`).
         return frame.select(F.lit(None).cast("string").alias("photo_id"), "uri")
     lower = source.lower()
@@ -183,7 +189,7 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
     for name, rows in (("features", feature_rows), ("quarantine", quarantine_rows), ("photos", photo_rows)):
         staged = store.staging(run_id, f"out_{name}")
         rows.coalesce(max(1, parallelism)).write.parquet(staged)
-        if store.has_data(staged):
+        if store.staged_rows(staged):
             commit.moves.append((staged, f"{store.table(name)}/run_id={run_id}"))
     store.commit(commit)
 

@@ -60,6 +60,27 @@ def _finite_all(names):
     return reduce(lambda a, b: a & b, checks)
 
 
+def bundle_archive(bundle_dir: Path, out_dir: Path, model_name: str) -> Path:
+    """A zip of the bundle (built once, atomically) for `SparkContext.addArchive`."""
+    import os
+    import shutil
+    import tempfile
+
+    archive = out_dir / f"{model_name}-{bundle_dir.name}.zip"
+    if not archive.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            built = shutil.make_archive(str(Path(tmp) / "bundle"), "zip", root_dir=bundle_dir)
+            os.replace(built, archive)
+    return archive
+
+
+def _shipped(spark) -> set[str]:
+    """Names of the archives already added to this SparkContext."""
+    listed = spark.sparkContext._jsc.sc().listArchives()
+    return {str(uri).rsplit("/", 1)[-1] for uri in spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(listed)}
+
+
 def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
                       model_name: str, model_version: int):
     """Score `todo` (feature rows, all finite) -> rows (ok, photo_id, content_sha256, score,
@@ -80,10 +101,13 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
                         F.when(~ok, F.lit("score_failed")).alias("reason_code"),
                         F.when(~ok, F.concat(F.lit("the scorer returned "), F.col("score").cast("string")))
                         .alias("detail")))
-    # Ship the bundle to executors (a no-op for a path already added in this session).
-    spark.sparkContext.addFile(str(bundle_dir), recursive=True)
+    # Ship the bundle to every executor as an archive Spark unpacks there (SparkFiles); a path
+    # already added in this session is not added again.
+    archive = bundle_archive(bundle_dir, config.home / "spark" / "bundles", model_name)
+    if archive.name not in _shipped(spark):
+        spark.sparkContext.addArchive(str(archive))
     return todo.select("photo_id", "content_sha256", "feature_version", *names).mapInPandas(
-        score_partitions(bundle_dir.name, str(bundle_dir), export_format, model_name, model_version,
+        score_partitions(archive.name, str(bundle_dir), export_format, model_name, model_version,
                          f"models:/{model_name}/{model_version}"),
         SCORE_UDF_SCHEMA)
 
@@ -156,13 +180,13 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
     staged_scores = store.staging(run_id, "out_scores")
     score_rows.coalesce(max(1, parallelism)).write.parquet(staged_scores)
     target = f"{partition}/run_id={run_id}"
-    if store.has_data(staged_scores):
+    if store.staged_rows(staged_scores):
         commit.moves.append((staged_scores, target))
         if force:
             commit.replaces.append((partition, target))
     staged_q = store.staging(run_id, "out_quarantine")
     quarantine_rows.coalesce(1).write.parquet(staged_q)
-    if store.has_data(staged_q):
+    if store.staged_rows(staged_q):
         commit.moves.append((staged_q, f"{store.table('quarantine')}/run_id={run_id}"))
     store.commit(commit)
 

@@ -115,6 +115,13 @@ class TableStore:
                 return True
         return False
 
+    def staged_rows(self, path: str) -> int:
+        """Rows in a staged output (Spark writes a schema-only file even for zero rows; from the
+        Parquet footers, so cheap)."""
+        if not self.has_data(path):
+            return 0
+        return self.spark.read.parquet(path).count()
+
     # -- commit protocol --------------------------------------------------------------------------
     def commit(self, commit: Commit) -> None:
         """Make a staged run visible: write the commit point, apply it, drop the staging dir."""

@@ -116,8 +116,8 @@ _SCORERS: dict[tuple[str, str], object] = {}
 
 
 def bundle_on_worker(bundle_name: str, driver_path: str) -> Path:
-    """The bundle directory on this worker: the copy Spark shipped with `addFile`, else the
-    driver's path (a shared filesystem, or local mode)."""
+    """The bundle directory on this worker: the archive Spark shipped with `addArchive` (unpacked
+    under SparkFiles), else the driver's path (a shared filesystem, or local mode)."""
     try:
         from pyspark import SparkFiles
 
