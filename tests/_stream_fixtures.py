@@ -1,0 +1,121 @@
+"""Shared stream-test machinery: a registry with two real model versions served over HTTP (as the
+Flink workers read it), brokers and jobs that are always stopped, and result collection."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from jobs.config import load_config
+
+MODEL = "photo_quality"
+
+
+@pytest.fixture(scope="session")
+def stream_registry(model_data, tmp_path_factory):
+    """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store served
+    by a local MLflow server; the server is stopped at the end of the session."""
+    from jobs.broker import stop_process
+    from jobs.commands.stream import registry_url_for_job, stream_dir
+    from models.registry import log_and_register, promote
+
+    home = tmp_path_factory.mktemp("stream-registry")
+    config = load_config([f"home={home}"], env={})
+    try:
+        built = {t: built_bundle(t, model_data, tmp_path_factory) for t in ("xgboost", "logreg")}
+        v1 = log_and_register(built["xgboost"], MODEL, config, {"model_type": "xgboost"})
+        v2 = log_and_register(built["logreg"], MODEL, config, {"model_type": "logreg"})
+        promote(config, MODEL, v1.version, "champion")
+        url = registry_url_for_job(config)
+        yield {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
+               "bundles": {int(v1.version): built["xgboost"].bundle_dir, int(v2.version): built["logreg"].bundle_dir}}
+    finally:
+        stop_process(stream_dir(config) / "registry.pid")
+
+
+def stream_config(home: Path, registry: dict, *overrides: str):
+    """A config for one test: its own home (broker, checkpoints, bundle cache), the shared registry."""
+    return load_config([f"home={home}", f"mlflow.tracking_uri={registry['url']}",
+                        "flink.checkpoint_interval_ms=1500", "flink.model_poll_interval_ms=1000",
+                        *overrides], env={})
+
+
+@contextlib.contextmanager
+def running_broker(config, mode: str):
+    """The embedded broker in `mode` with the topics configured; always stopped."""
+    from jobs.broker import configure_topics, start_broker, stop_broker, topic_specs
+
+    try:
+        state = start_broker(config, mode=mode)
+        configure_topics(state["bootstrap"], topic_specs(config))
+        yield state["bootstrap"]
+    finally:
+        stop_broker(config)
+
+
+@contextlib.contextmanager
+def running_stream(config):
+    """The Flink job (mini-cluster); always stopped (checkpoints kept)."""
+    from jobs.commands.stream import start_stream, stop_stream
+
+    try:
+        yield start_stream(config)
+    finally:
+        stop_stream(config, stop_registry=False)
+
+
+def kill_job(config) -> None:
+    """SIGKILL the job's whole process group (client, JVM mini-cluster, Python workers): a crash."""
+    from jobs.broker import pid_alive, read_pid
+
+    pid_path = config.home / "stream" / "job.pid"
+    pid = read_pid(pid_path)
+    assert pid and pid_alive(pid), "the job is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    pid_path.unlink(missing_ok=True)
+
+
+def collect(config, bootstrap: str, refs: set[str], timeout_s: float = 240.0,
+            job_log: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Read photos.scores and photos.dlq until every upload ref in `refs` has a record (or time out).
+
+    Returns (scores, dlq) - all records, duplicates included."""
+    from jobs.commands.tail import read_topic
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.scores"], idle_s=1.0)]
+        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.dlq"], idle_s=1.0)]
+        seen = {s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq}
+        if refs <= seen:
+            return scores, dlq
+        if time.monotonic() > deadline:
+            tail = job_log.read_text()[-3000:] if job_log and job_log.is_file() else ""
+            raise AssertionError(f"{len(refs - seen)} of {len(refs)} uploads have no record after "
+                                 f"{timeout_s:.0f} s, e.g. {sorted(refs - seen)[:5]}\n{tail}")
+        time.sleep(1.0)
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> list[str]:
+    """Send (key, raw value) messages; returns their refs `topic/partition/offset` in order."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    try:
+        futures = [producer.send(topic, key=k.encode(), value=v) for k, v in values]
+        producer.flush()
+        metas = [f.get(timeout=30) for f in futures]
+    finally:
+        producer.close()
+    return [f"{m.topic}/{m.partition}/{m.offset}" for m in metas]

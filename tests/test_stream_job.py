@@ -1,0 +1,142 @@
+"""The PyFlink job end to end on a real broker (Tansu) and Flink's mini-cluster: every upload ends
+as a score or a DLQ record; duplicates are decoded once; the stream's scores equal the batch path's;
+a crash restores from the checkpoint; a durable broker restart loses nothing; an alias change is
+picked up without a restart."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from _stream_fixtures import (MODEL, collect, kill_job, produce, running_broker, running_stream,  # noqa: F401
+                              stream_config, stream_registry)
+from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from udfs.messages import encode_upload
+from udfs.quarantine import REASON_CODES
+
+pytestmark = pytest.mark.integration
+
+
+def _uploads(paths, prefix=""):
+    return [(f"{prefix}{p}", encode_upload(f"{prefix}{p}", Path(p).as_uri())) for p in paths]
+
+
+def _expected_scores(corpus_features, bundle_dir, version):
+    from models.scoring import score_frame
+    from udfs.bundle import read_feature_schema
+    from udfs.scorers import load_scorer
+
+    out = score_frame(corpus_features, load_scorer(bundle_dir, "native"), read_feature_schema(bundle_dir),
+                      MODEL, version, "batch").scores
+    return dict(zip(out["content_sha256"], out["score"]))
+
+
+def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
+        stream_registry, corpus_dir, corpus_features, bad_inputs, tmp_path):
+    from models.registry import promote
+
+    config = stream_config(tmp_path / "home", stream_registry)
+    topic = config["kafka.topics.uploaded"]
+    photos = sorted(corpus_features["photo_id"])
+    with running_broker(config, "ephemeral") as bootstrap, running_stream(config) as job:
+        log = Path(job["log"])
+        # 1. N uploads: photos, broken files, malformed JSON, missing fields, unreadable URIs, duplicates.
+        messages = _uploads(photos) + _uploads(sorted(bad_inputs))
+        messages += [("bad1", b"{not json"), ("bad2", b"\xff\xfe binary"), ("bad3", b"[]"),
+                     ("miss1", json.dumps({"schema": 1, "photo_id": "m1", "uploaded_at_ms": 1}).encode()),
+                     ("miss2", json.dumps({"schema": 1, "uri": "/x", "uploaded_at_ms": 1}).encode()),
+                     ("gone", encode_upload("gone", (tmp_path / "nope.jpg").as_uri()))]
+        dups = [(f"dup{i}", encode_upload(f"dup{i}", inline=Path(p).read_bytes())) for i, p in enumerate(photos[:8])]
+        refs = produce(bootstrap, topic, messages)
+        first = collect(config, bootstrap, set(refs), job_log=log)
+        dup_refs = produce(bootstrap, topic, dups)  # after the originals: their contents are cached
+        scores, dlq = collect(config, bootstrap, set(refs) | set(dup_refs), job_log=log)
+        n = len(refs) + len(dup_refs)
+        by_ref = {s["upload_ref"]: s for s in scores} | {d["source_ref"]: d for d in dlq}
+        assert len({*refs, *dup_refs}) == n and set(by_ref) >= {*refs, *dup_refs}
+        assert len({s["upload_ref"] for s in scores}) + len({d["source_ref"] for d in dlq}) == n
+        assert all(d["reason_code"] in REASON_CODES and d["detail"] for d in dlq)
+        reasons = {by_ref[r]["photo_id"] if by_ref[r].get("photo_id") else r: by_ref[r]["reason_code"]
+                   for r in refs[len(photos):]}
+        for path, code in bad_inputs.items():
+            assert reasons[Path(path).as_posix()] == code
+        assert reasons["gone"] == "unreadable_uri" and reasons["m1"] == "missing_field"
+        assert Counter(reasons.values())["malformed_message"] >= 3
+        # Duplicates: one decode per content (only the first score of a content is not from cache).
+        fresh = Counter(s["content_sha256"] for s in scores if not s["from_cache"])
+        assert max(fresh.values()) == 1
+        dup_scores = [by_ref[r] for r in dup_refs]
+        assert all(s["from_cache"] for s in dup_scores)
+        # Parity: the stream's scores are the batch path's, bit for bit, same version and format.
+        expected = _expected_scores(corpus_features, stream_registry["bundles"][stream_registry["v1"]],
+                                    stream_registry["v1"])
+        for s in scores:
+            assert s["score"] == expected[s["content_sha256"]] and s["model_version"] == stream_registry["v1"]
+            assert (s["model_name"], s["export_format"], s["source"]) == (MODEL, "native", "stream")
+
+        # 2. Crash mid-stream and restore from the checkpoint: nothing lost.
+        time.sleep(3)  # at least one checkpoint after the records above
+        crash = [(f"c{i}", encode_upload(f"c{i}", inline=Path(p).read_bytes())) for i, p in enumerate(photos[8:40])]
+        crash_refs = produce(bootstrap, topic, crash)
+        time.sleep(1.0)
+        kill_job(config)
+        from jobs.commands.stream import latest_checkpoint, start_stream
+        assert latest_checkpoint(config) is not None
+        restarted = start_stream(config)
+        assert restarted["restore"]
+        scores, dlq = collect(config, bootstrap, set(crash_refs), job_log=log)
+        crash_scores = [s for s in scores if s["upload_ref"] in set(crash_refs)]
+        assert {s["upload_ref"] for s in crash_scores} == set(crash_refs)
+        # Replays after the restore carry the same score identity and value.
+        ident = {}
+        for s in crash_scores:
+            key = (s["upload_ref"], s["content_sha256"], s["model_name"], s["model_version"])
+            assert ident.setdefault(key, s["score"]) == s["score"]
+
+        # 3. Hot swap: promote v2; later uploads are scored by v2 without a restart.
+        promote(stream_registry["config"], MODEL, str(stream_registry["v2"]), "champion")
+        try:
+            deadline, probe_i, swapped_at = time.monotonic() + 90, 0, None
+            while swapped_at is None and time.monotonic() < deadline:
+                p = photos[40 + probe_i % 30]
+                (ref,) = produce(bootstrap, topic, [(f"s{probe_i}", encode_upload(f"s{probe_i}", Path(p).as_uri()))])
+                probe_i += 1
+                scores, _ = collect(config, bootstrap, {ref}, job_log=log)
+                rec = next(s for s in scores if s["upload_ref"] == ref)
+                if rec["model_version"] == stream_registry["v2"]:
+                    swapped_at = ref
+            assert swapped_at, "the job never picked up the new champion"
+            later = produce(bootstrap, topic, _uploads(photos[:10], prefix="after-"))
+            scores, _ = collect(config, bootstrap, set(later), job_log=log)
+            after = [s for s in scores if s["upload_ref"] in set(later)]
+            assert after and all(s["model_version"] == stream_registry["v2"] for s in after)
+            # Each content is rescored by v2 once (from its cached features); repeats are cache hits.
+            fresh = Counter(s["content_sha256"] for s in after if not s["from_cache"])
+            assert set(fresh) == {s["content_sha256"] for s in after} and set(fresh.values()) == {1}
+        finally:
+            promote(stream_registry["config"], MODEL, str(stream_registry["v1"]), "champion")
+
+
+def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus_features, tmp_path):
+    from jobs.broker import start_broker, stop_broker
+
+    config = stream_config(tmp_path / "home", stream_registry)
+    topic = config["kafka.topics.uploaded"]
+    photos = sorted(corpus_features["photo_id"])
+    with running_broker(config, "durable") as bootstrap, running_stream(config) as job:
+        log = Path(job["log"])
+        before = produce(bootstrap, topic, _uploads(photos[:30]))
+        collect(config, bootstrap, set(before[:5]), job_log=log)  # the job is consuming
+        stop_broker(config)
+        state = start_broker(config, mode="durable")
+        assert state["bootstrap"] == bootstrap  # same address: clients reconnect
+        after = produce(bootstrap, topic, _uploads(photos[30:60]))
+        scores, dlq = collect(config, bootstrap, set(before) | set(after), timeout_s=300, job_log=log)
+        assert not dlq
+        assert {s["upload_ref"] for s in scores} == set(before) | set(after)
+        # Messages from before the restart are still in the (durable) topic.
+        from jobs.commands.tail import read_topic
+        assert len(list(read_topic(bootstrap, topic, idle_s=1.0))) >= 60
