@@ -197,6 +197,7 @@ def start_stream(config, export_format: str | None = None, restore: bool = True,
     # The Python worker is started by the JVM; make sure neither picks another environment's python.
     env["PATH"] = f"{Path(cfg['python_executable']).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
+    env["FLINK_LOG_DIR"] = str(d)  # the mini-cluster's own log next to job.log, not inside the wheel
     pid = start_process([cfg["python_executable"], str(JOB_SCRIPT), "--config-json", str(cfg_path), *restore_args],
                         log_path, pid_path, env=env, cwd=d)
     return {"mode": "local", "pid": pid, "log": str(log_path), "restore": str(checkpoint) if checkpoint else None}
