@@ -451,6 +451,9 @@ def _topic_configs(admin, topic: str) -> dict[str, str]:
     return configs
 
 
+NOT_UPDATED = "NOT UPDATED"
+
+
 def configure_topics(bootstrap: str, specs: dict[str, dict], timeout_s: float = 10.0) -> list[str]:
     """Create missing topics, add partitions and set `retention.ms` where they differ.
 
@@ -480,8 +483,12 @@ def configure_topics(bootstrap: str, specs: dict[str, dict], timeout_s: float = 
             done = []
             have_parts = len(existing[topic]["partitions"])
             if have_parts < want_parts:
-                admin.create_partitions({topic: NewPartitions(want_parts)})
-                done.append(f"partitions {have_parts}->{want_parts}")
+                try:
+                    admin.create_partitions({topic: NewPartitions(want_parts)})
+                    done.append(f"partitions {have_parts}->{want_parts}")
+                except KafkaError as exc:  # Tansu 0.6 has no CreatePartitions
+                    done.append(f"partitions {have_parts}, {want_parts} configured: {NOT_UPDATED} "
+                                f"(the broker refused CreatePartitions: {exc}; recreate the topic to change it)")
             elif have_parts > want_parts:
                 done.append(f"partitions {have_parts} > {want_parts} configured (Kafka cannot shrink; left as is)")
             have_ret = _topic_configs(admin, topic).get("retention.ms")
@@ -510,11 +517,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config()
         bootstrap = bootstrap_servers(config)
-        for line in configure_topics(bootstrap, topic_specs(config)):
+        lines = configure_topics(bootstrap, topic_specs(config))
+        for line in lines:
             print(line)
     except PhotoscoreError as exc:
         print(f"configureTopics: {exc}", file=sys.stderr)
         return 1
+    if any(NOT_UPDATED in line for line in lines):
+        print("configureTopics: some settings could not be applied (see above)", file=sys.stderr)
+        return 4
     return 0
 
 
