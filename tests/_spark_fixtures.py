@@ -97,8 +97,10 @@ def submit(script: str, args: list[str], home: Path, master: str = "local[2]", t
 
 
 def last_counts(stdout: str) -> dict[str, int]:
-    """`a=1 b=2` of the last stdout line as a dict."""
-    line = stdout.strip().splitlines()[-1]
+    """The job's final counts line (`inputs=...` or `rows=...`, the last such stdout line) as a dict."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(("inputs=", "rows="))]
+    assert lines, f"no final counts line in the job's output:\n{stdout[-2000:]}"
+    line = lines[-1]
     return {k: int(v) for k, v in (item.split("=") for item in line.split())}
 
 
@@ -134,6 +136,7 @@ def standalone_cluster(workdir: Path):
 
     spark_class = str(Path(pyspark.__file__).resolve().parent / "bin" / "spark-class")
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     env = spark_env({**os.environ, "SPARK_LOG_DIR": str(workdir), "SPARK_WORKER_DIR": str(workdir / "work")})
     procs = []
     try:
