@@ -15,6 +15,9 @@ from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F40
 from jobs.config import load_config
 
 MODEL = "photo_quality"
+# Test modules import `stream_registry` by name, which makes pytest see one session fixture per
+# module; the registry (and its MLflow server) is built once per session and shared through this.
+_SHARED: dict = {}
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +28,10 @@ def stream_registry(model_data, tmp_path_factory):
     from jobs.commands.stream import registry_url_for_job, stream_dir
     from models.registry import log_and_register, promote
 
+    key = id(tmp_path_factory)
+    if key in _SHARED:
+        yield _SHARED[key]
+        return
     home = tmp_path_factory.mktemp("stream-registry")
     config = load_config([f"home={home}"], env={})
     try:
@@ -33,9 +40,12 @@ def stream_registry(model_data, tmp_path_factory):
         v2 = log_and_register(built["logreg"], MODEL, config, {"model_type": "logreg"})
         promote(config, MODEL, v1.version, "champion")
         url = registry_url_for_job(config)
-        yield {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
-               "bundles": {int(v1.version): built["xgboost"].bundle_dir, int(v2.version): built["logreg"].bundle_dir}}
+        _SHARED[key] = {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
+                        "bundles": {int(v1.version): built["xgboost"].bundle_dir,
+                                    int(v2.version): built["logreg"].bundle_dir}}
+        yield _SHARED[key]
     finally:
+        # The first module's fixture to finish stops the server; the session ends right after.
         stop_process(stream_dir(config) / "registry.pid")
 
 
