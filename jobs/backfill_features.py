@@ -103,7 +103,10 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
 
     from udfs.spark_udfs import EXTRACT_SCHEMA, HASH_SCHEMA, extract_partitions, hash_partitions
 
+    from jobs.spark_session import set_arrow_batch_rows
+
     limits = decode_limits(config)
+    set_arrow_batch_rows(spark, config, "spark.features_batch_rows", 64)
     store = TableStore(spark, tables)
     store.recover()
     run_id = run_id or new_run_id()

@@ -87,6 +87,7 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
     scored_at_ms, stage, reason_code, detail): the one place the four paths differ."""
     from pyspark.sql import functions as F
 
+    from jobs.spark_session import set_arrow_batch_rows
     from udfs.quarantine import now_ms
     from udfs.spark_udfs import SCORE_UDF_SCHEMA, register_java_scorer, score_partitions
 
@@ -101,6 +102,7 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
                         F.when(~ok, F.lit("score_failed")).alias("reason_code"),
                         F.when(~ok, F.concat(F.lit("the scorer returned "), F.col("score").cast("string")))
                         .alias("detail")))
+    set_arrow_batch_rows(spark, config, "spark.scoring_batch_rows", 20_000)
     # Ship the bundle to every executor as an archive Spark unpacks there (SparkFiles); a path
     # already added in this session is not added again.
     archive = bundle_archive(bundle_dir, config.home / "spark" / "bundles", model_name)
