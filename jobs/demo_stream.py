@@ -67,7 +67,9 @@ def run_stream_demo(config, corpus_dir: Path | str, timeout_s: float = 300.0) ->
             _say(f"broker up: bootstrap={bootstrap} mode={state['mode']}")
         for line in configure_topics(bootstrap, topic_specs(config)):
             _say(f"topic {line}")
-        job = start_stream(config)
+        # A fresh job: the source resumes from the group offsets the broker holds (none on a new
+        # broker), never from an older run's checkpoint whose offsets may belong to another broker.
+        job = start_stream(config, restore=False)
         _say(f"stream job started ({job['mode']}), log {job['log']}")
         topic = config["kafka.topics.uploaded"]
         photos = sorted((corpus_dir / "photos").glob("*"))
