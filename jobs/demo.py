@@ -11,6 +11,7 @@ import pandas as pd
 
 from jobs.cli import main as photoscore
 from jobs.config import load_config
+from jobs.demo_spark import run_spark_demo
 from models.corpus import LABEL_COLUMNS
 from models.registry import list_versions
 
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     step("6. Score every featured photo locally with the champion's compiled C export",
          ["score", "--model", f"models:/{MODEL_NAME}@champion", "--format", "m2cgen-c",
           "--features", str(features_dir / "features.parquet"), "--out", str(args.dir / "scores.parquet")])
+
+    print("\n== 7. Spark: backfill features and scores with spark-submit (JVM-native scoring), "
+          "then the 10 lowest-quality photos by Spark SQL", flush=True)
+    run_spark_demo(load_config(), corpus, args.dir / "tables",
+                   model_uri=f"models:/{MODEL_NAME}@champion", export_format="m2cgen-java")
     return 0
 
 

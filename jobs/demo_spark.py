@@ -26,7 +26,9 @@ def _submit(config: Config, script: str, args: list[str]) -> str:
     proc = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise PhotoscoreError(f"spark-submit {script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    last = proc.stdout.strip().splitlines()[-1]
+    # The job's result is its last `inputs=...` / `rows=...` line; log lines may follow it.
+    last = next((line for line in reversed(proc.stdout.splitlines())
+                 if line.startswith(("inputs=", "rows="))), "")
     print(f"  {last}", flush=True)
     return last
 
