@@ -12,6 +12,7 @@ import pandas as pd
 from jobs.cli import main as photoscore
 from jobs.config import load_config
 from jobs.demo_spark import run_spark_demo
+from jobs.demo_stream import run_stream_demo
 from models.corpus import LABEL_COLUMNS
 from models.registry import list_versions
 
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
           "then the 10 lowest-quality photos by Spark SQL", flush=True)
     run_spark_demo(load_config(), corpus, args.dir / "tables",
                    model_uri=f"models:/{MODEL_NAME}@champion", export_format="m2cgen-java")
+
+    print("\n== 8. Stream: broker, topics, the PyFlink job; upload the corpus, watch scores and "
+          "dead letters arrive, promote the challenger and see the version change", flush=True)
+    run_stream_demo(load_config(), corpus)
     return 0
 
 

@@ -87,11 +87,12 @@ def run_stream_demo(config, corpus_dir: Path | str, timeout_s: float = 300.0) ->
         summary.update(uploaded=len(refs), scored=len({s['upload_ref'] for s in scores}),
                        dead_lettered=len({d['source_ref'] for d in dlq}))
         champion = int(client(config).get_model_version_by_alias(name, alias).version)
-        others = [r["version"] for r in list_versions(config, name) if r["version"] != champion and r["parity"] == "passed"]
-        if not others:
+        versions = [r for r in list_versions(config, name) if r["version"] != champion and r["parity"] == "passed"]
+        if not versions:
             _say("only one model version registered: skipping the hot-swap step")
             return summary
-        challenger = max(others)
+        # The version holding the `challenger` alias if there is one, else the newest other one.
+        challenger = max(versions, key=lambda r: ("challenger" in r["aliases"], r["version"]))["version"]
         promote(config, name, str(challenger), alias)
         _say(f"promoted version {challenger} to @{alias} (was {champion}); uploading again ...")
         deadline = time.monotonic() + timeout_s
