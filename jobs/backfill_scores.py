@@ -3,7 +3,7 @@ format, without reading or decoding a single photo. Entry point for
 `spark-submit jobs/backfill_scores.py --model models:/NAME@ALIAS --format FORMAT --tables ROOT [--force]`
 and `photoscore backfill scores`.
 
-Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` run `models.scoring.score_frame` (what
+Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` run `udfs.scoring.score_frame` (what
 `photoscore score` runs) inside mapInPandas with the bundle loaded once per Python worker; the
 bundle reaches executors with `SparkContext.addFile`. `m2cgen-java` registers the generated jar
 (wrapped in a UDF of N doubles) as a Java UDF: rows never leave the JVM.

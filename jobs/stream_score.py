@@ -4,7 +4,7 @@ photos.dlq (runs in `.venv-flink`).
     Kafka(photos.uploaded, raw bytes + topic/partition/offset metadata)
       -> prepare: parse + validate the message, read the bytes, hash them       (udfs.stream_scoring)
       -> key by content_sha256 -> process: cached features/score, else decode +
-         features (udfs.features, as batch) + score (models.scoring, as batch) with the current
+         features (udfs.features, as batch) + score (udfs.scoring, as batch) with the current
          champion; ValueState with TTL remembers each content's features and last score
       -> photos.scores / photos.dlq (KafkaSink, at-least-once, flushed on checkpoint)
 

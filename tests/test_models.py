@@ -12,7 +12,7 @@ from _models_fixtures import (SMALL, bundle, built_bundle, copy_bundle, model_da
                               synthetic_frames, write_frames)
 from models.data import assign_splits, group_keys, load_training_data
 from models.metrics import evaluate, expected_calibration_error
-from models.scoring import SCORE_COLUMNS, score_frame
+from udfs.scoring import SCORE_COLUMNS, score_frame
 from udfs.bundle import (CHECKSUMS, MODEL_TYPES, NATIVE_FILES, read_feature_schema, read_manifest,
                          sha256_file, verify_bundle, write_checksums)
 from udfs.errors import PhotoscoreError

@@ -25,7 +25,7 @@ def _uploads(paths, prefix=""):
 
 
 def _expected_scores(corpus_features, bundle_dir, version):
-    from models.scoring import score_frame
+    from udfs.scoring import score_frame
     from udfs.bundle import read_feature_schema
     from udfs.scorers import load_scorer
 

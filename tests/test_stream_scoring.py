@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
-from models.scoring import score_frame
+from udfs.scoring import score_frame
 from udfs.bundle import read_feature_schema
 from udfs.decode import DecodeLimits
 from udfs.features import FEATURE_NAMES

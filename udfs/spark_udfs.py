@@ -2,7 +2,7 @@
 jobs run on executors, and the JVM-native scoring UDF for the `m2cgen-java` export.
 
 Nothing here decides a feature or a score: hashing and extraction are `udfs.features`, scoring is
-`models.scoring.score_frame` over a `udfs.scorers` scorer, so Spark, Flink and the local CLI give
+`udfs.scoring.score_frame` over a `udfs.scorers` scorer, so Spark, Flink and the local CLI give
 the same rows. These functions only move pandas batches in and out and load things once per worker.
 """
 from __future__ import annotations
@@ -145,7 +145,7 @@ def score_partitions(bundle_name: str, driver_bundle: str, export_format: str, m
     function `photoscore score` runs), loading the bundle's export once per worker."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from models.scoring import score_frame
+        from udfs.scoring import score_frame
         from udfs.bundle import read_feature_schema
 
         bundle_dir = bundle_on_worker(bundle_name, driver_bundle)

@@ -4,7 +4,7 @@ that swaps versions atomically.
 
 Nothing here knows about Flink: `jobs/stream_score.py` only wires these into operators, so the
 in-process loop of `bench/stream.py` and the job run the same code, and the features and scores
-are those of the batch path (`udfs.features.extract_features`, `models.scoring.score_frame`).
+are those of the batch path (`udfs.features.extract_features`, `udfs.scoring.score_frame`).
 """
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ class Outcome:
 def score_rows(model: LoadedModel, rows: list[FeatureRow], refs: list[str]):
     """Score feature rows with the batch path's `score_frame` (same rows, same checks): a
     ScoredBatch whose quarantine records carry each row's own source ref."""
-    from models.scoring import score_frame
+    from udfs.scoring import score_frame
 
     result = score_frame(feature_frame(rows), model.scorer, model.schema, model.name, model.version,
                          source_ref="stream", source="stream")

@@ -27,7 +27,7 @@ def run(args, config) -> int:
 
     from jobs.tables import write_parquet_atomic
     from models.registry import resolve_bundle
-    from models.scoring import score_frame
+    from udfs.scoring import score_frame
     from udfs.bundle import read_feature_schema
     from udfs.errors import PhotoscoreError
     from udfs.scorers import load_scorer
