@@ -39,8 +39,15 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra main --python $(PYTHON)
 	@touch $@
 
+# shigawire-apache-flink-libraries ships the two Kafka connector jars we need alongside a whole
+# Flink 2.0 runtime (flink-core.jar, flink-runtime.jar, ...) that shadows PyFlink 2.3's flink-dist
+# (NoSuchMethodError in `flink run` and the Table API): keep only the connector jars.
 $(VENV_FLINK)/.installed: $(UV) pyproject.toml uv.lock
 	UV_PROJECT_ENVIRONMENT=$(VENV_FLINK) $(UV) sync --frozen --extra flink --python $(PYTHON)
+	@lib=$$($(VENV_FLINK)/bin/python -c 'import os, pyflink; print(os.path.join(os.path.dirname(pyflink.__file__), "lib"))'); \
+	for jar in $$(grep -ho 'pyflink/lib/[^,]*\.jar' $(VENV_FLINK)/lib/python3.11/site-packages/shigawire_apache_flink_libraries-*.dist-info/RECORD | xargs -n1 basename); do \
+	  case $$jar in flink-connector-kafka.jar|kafka-clients.jar) ;; *) rm -f "$$lib/$$jar" ;; esac; \
+	done
 	@touch $@
 
 demo: install
