@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # kafka-python logs every connection at INFO; keep its warnings, drop the chatter.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = load_config(args.overrides)
         return int(args.handler(args, config) or 0)
