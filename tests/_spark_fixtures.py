@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _models_fixtures import write_frames
 from jobs.config import load_config
 from jobs.spark_session import spark_env, spark_submit_command
 
@@ -60,14 +61,6 @@ def spark_corpus(corpus_dir, tmp_path_factory) -> Path:
     return out
 
 
-def write_training_files(features: pd.DataFrame, labels: pd.DataFrame, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    fp, lp = out / "features.parquet", out / "labels.parquet"
-    features.to_parquet(fp, index=False)
-    labels.to_parquet(lp, index=False)
-    return fp, lp
-
-
 @pytest.fixture(scope="session")
 def spark_model_home(tmp_path_factory, corpus_features, corpus_labels):
     """A PHOTOSCORE_HOME with `photo_quality` version 1 (xgboost) promoted to @champion."""
@@ -77,7 +70,7 @@ def spark_model_home(tmp_path_factory, corpus_features, corpus_labels):
 
     home = tmp_path_factory.mktemp("spark_home")
     config = load_config(env={"PHOTOSCORE_HOME": str(home)})
-    fp, lp = write_training_files(corpus_features, corpus_labels, home / "train")
+    fp, lp = write_frames(corpus_features, corpus_labels, home / "train")
     result = train_and_register(fp, lp, "low_quality", "xgboost", "photo_quality", config,
                                 TrainParams(trees=30, depth=4))
     promote(config, "photo_quality", str(result.version), "champion")

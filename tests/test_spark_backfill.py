@@ -127,14 +127,14 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
 
 def test_new_model_version_rescores_from_stored_features_only(spark, backfilled, spark_model_home,
                                                               spark_corpus, tmp_path, corpus_features, corpus_labels):
-    from _spark_fixtures import write_training_files
+    from _models_fixtures import write_frames
     from models.registry import promote
     from models.train import train_and_register
     from models.trainers import TrainParams
 
     root, featured, config = backfilled
     first = run_score_backfill(spark, config, MODEL, "native", str(root))
-    fp, lp = write_training_files(corpus_features, corpus_labels, tmp_path / "train")
+    fp, lp = write_frames(corpus_features, corpus_labels, tmp_path / "train")
     v2 = train_and_register(fp, lp, "low_quality", "xgboost", "photo_quality", config, TrainParams(trees=12, depth=3))
     promote(config, "photo_quality", str(v2.version), "challenger")
     # The photos are gone: any decode would quarantine rows; rescoring must not need them.

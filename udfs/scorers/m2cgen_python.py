@@ -5,11 +5,11 @@ Also holds the input checks shared by the generated-code scorers (Python, C, Jav
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 
+from udfs.bundle import read_feature_schema
 from udfs.errors import PhotoscoreError
 from udfs.scorers import register
 
@@ -18,11 +18,7 @@ FORMAT = "m2cgen-python"
 
 def feature_count(bundle_dir: Path) -> int:
     """Number of model inputs listed in the bundle's `feature_schema.json`."""
-    path = Path(bundle_dir) / "feature_schema.json"
-    try:
-        return len(json.loads(path.read_text())["features"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise PhotoscoreError(f"{path}: cannot read the feature list ({exc})") from None
+    return len(read_feature_schema(bundle_dir).names)
 
 
 def as_matrix(features: np.ndarray, n_features: int, fmt: str) -> np.ndarray:
