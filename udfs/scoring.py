@@ -26,7 +26,7 @@ class ScoredBatch:
     quarantine: pd.DataFrame
 
 
-def _score_isolating_failures(scorer, X: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+def score_isolating_failures(scorer, X: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     """Scores for X; when a batch raises, rows are retried one by one so one bad row fails alone."""
     out = np.full(len(X), np.nan)
     errors: list[str | None] = [None] * len(X)
@@ -80,7 +80,7 @@ def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_nam
     else:
         keys = frame["photo_id"].astype("string").to_numpy()[rows]
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    unique_scores, unique_errors = _score_isolating_failures(scorer, X[rows[first]])
+    unique_scores, unique_errors = score_isolating_failures(scorer, X[rows[first]])
     scores = unique_scores[inverse]
     errors = [unique_errors[j] for j in inverse]
     ok = np.array([e is None for e in errors], dtype=bool)

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from udfs.decode import DecodeLimits, PhotoRejected
-from udfs.features import FEATURE_VERSION, FeatureRow, content_sha256, extract_features, feature_frame
+from udfs.errors import PhotoscoreError
+from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FeatureRow, content_sha256, extract_features
 from udfs.messages import Upload, encode_dlq, encode_score, parse_upload
 from udfs.photo_io import read_photo_bytes
 from udfs.quarantine import QuarantineRecord, now_ms
@@ -77,6 +78,7 @@ class LoadedModel:
     export_format: str
     scorer: object
     schema: object  # udfs.bundle.FeatureSchema
+    columns: tuple = ()  # positions of schema.names in udfs.features.FEATURE_NAMES
 
     @property
     def identity(self) -> tuple[str, int, str]:
@@ -89,7 +91,13 @@ def load_model(name: str, version: int, bundle_dir: Path, export_format: str) ->
     from udfs.scorers import load_scorer
 
     scorer = load_scorer(bundle_dir, export_format)
-    return LoadedModel(name, int(version), export_format, scorer, read_feature_schema(bundle_dir))
+    schema = read_feature_schema(bundle_dir)
+    unknown = [n for n in schema.names if n not in FEATURE_NAMES]
+    if unknown:
+        raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
+                              f"feature version {FEATURE_VERSION} does not compute")
+    return LoadedModel(name, int(version), export_format, scorer, schema,
+                       tuple(FEATURE_NAMES.index(n) for n in schema.names))
 
 
 class ModelHolder:
@@ -200,17 +208,32 @@ class Outcome:
     decoded: bool
 
 
-def score_rows(model: LoadedModel, rows: list[FeatureRow], refs: list[str]):
-    """Score feature rows with the batch path's `score_frame` (same rows, same checks): a
-    ScoredBatch whose quarantine records carry each row's own source ref."""
-    from udfs.scoring import score_frame
+def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | QuarantineRecord:
+    """Score one photo's features: a DESIGN.md score row, or the QuarantineRecord saying why not.
 
-    result = score_frame(feature_frame(rows), model.scorer, model.schema, model.name, model.version,
-                         source_ref="stream", source="stream")
-    by_id = dict(zip((r.photo_id for r in rows), refs))
-    if len(result.quarantine):
-        result.quarantine["source_ref"] = [by_id.get(p, "stream") for p in result.quarantine["photo_id"]]
-    return result
+    The batch path's rules for one row without building DataFrames (a per-photo pandas round trip
+    cost the stream as much as half of the feature extraction): the model's columns in its own
+    order as float32, non-finite features refused, the scorer called through the same
+    failure-isolating function as `udfs.scoring.score_frame`, so the score is bit-identical.
+    """
+    from udfs.scoring import score_isolating_failures
+
+    if model.schema.feature_version != FEATURE_VERSION:
+        raise PhotoscoreError(f"model {model.name}/{model.version} was trained on feature version "
+                              f"{model.schema.feature_version}, the stream computes {FEATURE_VERSION}")
+    seen = now_ms()
+    x = np.asarray(row.values, dtype=np.float32)[list(model.columns)][None, :]
+    if not np.isfinite(x).all():
+        bad = [n for n, v in zip(model.schema.names, x[0]) if not np.isfinite(v)]
+        return QuarantineRecord(ref, row.photo_id, "features", "non_finite_feature",
+                                f"non-finite: {', '.join(bad)}", seen)
+    scores, errors = score_isolating_failures(model.scorer, x)
+    if errors[0] is not None:
+        return QuarantineRecord(ref, row.photo_id, "score", "score_failed", errors[0][:500], seen)
+    return {"photo_id": row.photo_id, "content_sha256": row.content_sha256, "model_name": model.name,
+            "model_version": model.version, "export_format": model.export_format,
+            "score": float(scores[0]), "feature_version": FEATURE_VERSION, "scored_at_ms": seen,
+            "source": "stream", "from_cache": False}
 
 
 def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[CacheEntry],
@@ -235,18 +258,14 @@ def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Op
         if isinstance(result, QuarantineRecord):
             return Outcome([(DLQ, encode_dlq(result, photo.uploaded_at_ms))], None, True)
         feature_row, decoded = result, True
-    scored = score_rows(model, [feature_row], [photo.ref])
+    scored = score_features(model, feature_row, photo.ref)
     entry = CacheEntry(photo.content_sha256, FEATURE_VERSION, tuple(float(v) for v in feature_row.values),
                        feature_row.format, int(feature_row.dhash), None, None)
-    if len(scored.scores) == 0:
-        q = scored.quarantine.iloc[0]
-        rec = QuarantineRecord(str(q["source_ref"]), photo.photo_id, str(q["stage"]), str(q["reason_code"]),
-                               str(q["detail"]), int(q["seen_at_ms"]))
-        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], entry, decoded)
-    row = scored.scores.iloc[0].to_dict()
+    if isinstance(scored, QuarantineRecord):
+        return Outcome([(DLQ, encode_dlq(scored, photo.uploaded_at_ms))], entry, decoded)
     entry = CacheEntry(entry.content_sha256, entry.feature_version, entry.values, entry.fmt, entry.dhash,
-                       model.identity, float(row["score"]))
-    return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], entry, decoded)
+                       model.identity, scored["score"])
+    return Outcome([(SCORES, encode_score(scored, photo.uploaded_at_ms, photo.ref))], entry, decoded)
 
 
 def process_message(raw: bytes | str | None, ref: str, model: Optional[LoadedModel],
