@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A configuration value or override that cannot be applied."""
 
 
+# Sections whose `conf` maps hold an engine's own dotted option names (spark.conf, flink.conf).
+ENGINE_CONF = "conf"
+
+
 class Config:
     """Nested configuration with dotted-key access: `cfg.get("kafka.bootstrap")`."""
 
@@ -29,7 +33,7 @@ class Config:
 
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.data
-        for part in dotted.split("."):
+        for part in _key_parts(dotted):
             if not isinstance(node, Mapping) or part not in node:
                 return default
             node = node[part]
@@ -62,8 +66,17 @@ class Config:
         return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def _key_parts(dotted: str) -> list[str]:
+    """`kafka.topics.scores` -> 3 levels; `spark.conf.spark.executor.memory` -> 3 levels too: an
+    engine's own option name under `conf` is one key, dots and all."""
     parts = dotted.split(".")
+    if len(parts) > 2 and parts[1] == ENGINE_CONF:
+        return [parts[0], ENGINE_CONF, ".".join(parts[2:])]
+    return parts
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = _key_parts(dotted)
     node = data
     for part in parts[:-1]:
         child = node.get(part)

@@ -25,6 +25,15 @@ def test_env_overrides_defaults_with_yaml_types_and_cli_overrides_env():
     assert config["kafka.partitions"] == 3 and config["scoring.format"] == "onnx"
 
 
+def test_engine_options_under_conf_keep_their_dots():
+    config = load_config(["spark.conf.spark.executor.memory=4g",
+                          "flink.conf.execution.buffer-timeout.interval=5ms"], env={})
+    assert config.data["spark"]["conf"]["spark.executor.memory"] == "4g"
+    assert config["spark.conf.spark.executor.memory"] == "4g"
+    assert config.data["flink"]["conf"] == {"execution.buffer-timeout.interval": "5ms"}
+    assert config["spark.conf.spark.driver.host"] == "127.0.0.1"  # the defaults file's key still there
+
+
 def test_ecosystem_tracking_uri_wins_over_photoscore_env_and_cli_wins_over_both():
     env = {"PHOTOSCORE_MLFLOW_TRACKING_URI": "sqlite:///a.db", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
     assert load_config(env=env).tracking_uri == "http://mlflow:5000"
