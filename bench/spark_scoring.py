@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
         print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
         for fmt in ("native", "onnx", "m2cgen-c", "m2cgen-java"):
-            scored = score_frame_spark(spark, config, df, bundle, names, fmt, name, version)
+            scored = score_frame_spark(spark, config, df, bundle, names, fmt, name)
             results[fmt] = warm_seconds(scored)
             print(f"  {fmt:<14} {args.rows / results[fmt]:>12,.0f} rows/s", flush=True)
     finally:

@@ -3,10 +3,11 @@ format, without reading or decoding a single photo. Entry point for
 `spark-submit jobs/backfill_scores.py --model models:/NAME@ALIAS --format FORMAT --tables ROOT [--force]`
 and `photoscore backfill scores`.
 
-Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` run `udfs.scoring.score_frame` (what
-`photoscore score` runs) inside mapInPandas with the bundle loaded once per Python worker; the
-bundle reaches executors with `SparkContext.addFile`. `m2cgen-java` registers the generated jar
-(wrapped in a UDF of N doubles) as a Java UDF: rows never leave the JVM.
+Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` score in a scalar-iterator Arrow UDF over
+the feature columns only (the scorer `photoscore score` runs, on the same float32 matrix), with the
+bundle shipped by `SparkContext.addArchive` and loaded once per Python worker. `m2cgen-java`
+registers the generated jar (wrapped in a UDF of N doubles) as a Java UDF: rows never leave the
+JVM. Failed rows become quarantine rows in SQL, the same for every format.
 
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
@@ -81,37 +82,52 @@ def _shipped(spark) -> set[str]:
     return {str(uri).rsplit("/", 1)[-1] for uri in spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(listed)}
 
 
-def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
-                      model_name: str, model_version: int):
-    """Score `todo` (feature rows, all finite) -> rows (ok, photo_id, content_sha256, score,
-    scored_at_ms, stage, reason_code, detail): the one place the four paths differ."""
+def score_column(spark, config: Config, bundle_dir: Path, names, export_format: str, model_name: str):
+    """The score of each row as a Column over the feature columns `names`: the one place the
+    formats differ. Null (or non-finite) where the scorer failed on that row.
+
+    `m2cgen-java`: the generated code as a Java UDF of N doubles (rows never leave the JVM). The
+    Python exports: a scalar-iterator Arrow UDF over one array of the N float32 features (identity
+    columns stay in the JVM), the bundle shipped with `addArchive` and loaded once per Python worker.
+    """
     from pyspark.sql import functions as F
+    from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
     from jobs.spark_session import set_arrow_batch_rows
-    from udfs.quarantine import now_ms
-    from udfs.spark_udfs import SCORE_UDF_SCHEMA, register_java_scorer, score_partitions
+    from udfs.spark_udfs import register_java_scorer, score_arrays
 
     if export_format == JVM_FORMAT:
         fname = register_java_scorer(spark, bundle_dir, config.home / "spark" / "udf-jars", names)
-        score = F.call_function(fname, *[F.col(n).cast("double") for n in names])
-        ok = score.isNotNull() & ~F.isnan(score) & (F.abs(score) != float("inf"))
-        return (todo.withColumn("score", score)
-                .select(ok.alias("ok"), "photo_id", "content_sha256", "score",
-                        F.lit(now_ms()).cast("long").alias("scored_at_ms"),
-                        F.when(~ok, F.lit("score")).alias("stage"),
-                        F.when(~ok, F.lit("score_failed")).alias("reason_code"),
-                        F.when(~ok, F.concat(F.lit("the scorer returned "), F.col("score").cast("string")))
-                        .alias("detail")))
+        return F.call_function(fname, *[F.col(n).cast("double") for n in names])
     set_arrow_batch_rows(spark, config, "spark.scoring_batch_rows", 20_000)
     # Ship the bundle to every executor as an archive Spark unpacks there (SparkFiles); a path
     # already added in this session is not added again.
     archive = bundle_archive(bundle_dir, config.home / "spark" / "bundles", model_name)
     if archive.name not in _shipped(spark):
         spark.sparkContext.addArchive(str(archive))
-    return todo.select("photo_id", "content_sha256", "feature_version", *names).mapInPandas(
-        score_partitions(archive.name, str(bundle_dir), export_format, model_name, model_version,
-                         f"models:/{model_name}/{model_version}"),
-        SCORE_UDF_SCHEMA)
+    udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format), "double",
+                    ArrowUDFType.SCALAR_ITER)
+    return udf(F.array(*[F.col(n).cast("float") for n in names]))
+
+
+def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
+                      model_name: str):
+    """Score `todo` (feature rows, all finite) -> rows (ok, photo_id, content_sha256, score,
+    scored_at_ms, stage, reason_code, detail); failed rows get the quarantine columns in SQL."""
+    from pyspark.sql import functions as F
+
+    from udfs.quarantine import now_ms
+
+    score = F.col("score")
+    ok = score.isNotNull() & ~F.isnan(score) & (F.abs(score) != float("inf"))
+    detail = (F.when(score.isNull(), F.lit("the scorer failed on this row (its error is in the executor log)"))
+              .otherwise(F.concat(F.lit("the scorer returned "), score.cast("string"))))
+    return (todo.withColumn("score", score_column(spark, config, bundle_dir, names, export_format, model_name))
+            .select(ok.alias("ok"), "photo_id", "content_sha256", "score",
+                    F.lit(now_ms()).cast("long").alias("scored_at_ms"),
+                    F.when(~ok, F.lit("score")).alias("stage"),
+                    F.when(~ok, F.lit("score_failed")).alias("reason_code"),
+                    F.when(~ok, detail).alias("detail")))
 
 
 def run_score_backfill(spark, config: Config, model_uri: str, export_format: str, tables: str,
@@ -149,7 +165,7 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
     todo = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & F.col("_finite"))
 
     scored_path = store.staging(run_id, "scored")
-    score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name, version) \
+    score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name) \
         .write.parquet(scored_path)
     scored = spark.read.parquet(scored_path)
 
