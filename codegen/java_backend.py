@@ -10,6 +10,14 @@ m2cgen 0.10 writes one class per model; for 300 trees x depth 8 javac fails with
 (a class's constant pool holds 65535 entries). We split the summed terms (trees) over
 `ScorePart<k>` classes of bounded size, each written by m2cgen, add them in `Score`, and apply the
 link function (`ScoreLink`, also written by m2cgen).
+
+HotSpot never JIT-compiles a method over 8000 bytes of bytecode (`-XX:+DontCompileHugeMethods`, the
+default on every JVM): such a method runs in the bytecode interpreter, ~10x slower. m2cgen writes a
+class's whole sum as one method (its own subroutine splitting only cuts chains of additions, never a
+tree), so a ScorePart of 12 depth-8 trees was one 44 KB method and 300 x 8 ran at a quarter of
+mlflow's spark_udf in Spark. Each class's terms are therefore grouped into methods of at most
+METHOD_AST_NODES nodes (about 4 bytes of bytecode a node), and a tree bigger than that is cut into
+subtree methods, so every generated method stays compilable on any JVM without flags.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from m2cgen import ast
 from m2cgen.interpreters import JavaInterpreter
 
 from codegen.assemble import Decomposed, count_nodes, sum_ast
@@ -30,7 +39,10 @@ JAR = "score.jar"
 ENTRY_CLASS = f"{PACKAGE}.Score"
 # AST nodes per class: each tree node costs about one double constant (two pool entries).
 NODES_PER_CLASS = 12000
-METHOD_AST_NODES = 600
+# AST nodes per method: about 4 bytecode bytes a node (measured: 12 depth-8 XGBoost trees, 10 897
+# nodes, compiled to 44 135 bytes), so a method stays well under HotSpot's 8000-byte JIT limit
+# even when a split subtree's method holds two children just under the limit.
+METHOD_AST_NODES = 900
 
 _HARNESS = """package photoscore.generated;
 
@@ -71,20 +83,55 @@ public final class ScoreHarness {
 """
 
 
-def _interpreter(**kwargs) -> JavaInterpreter:
-    interpreter = JavaInterpreter(package_name=PACKAGE, **kwargs)
-    # HotSpot never JIT-compiles a method over 8000 bytecodes (-XX:+DontCompileHugeMethods, the
-    # default); m2cgen's default subroutine size produces such methods, which then run interpreted
-    # (~10x slower). Smaller subroutines keep every method compilable.
-    interpreter.ast_size_per_subroutine_threshold = METHOD_AST_NODES
-    return interpreter
+class _MethodsInterpreter(JavaInterpreter):
+    """m2cgen's Java interpreter writing one class as several bounded methods.
+
+    `interpret_terms(groups)` writes `term<k>(input)` for each group of summed terms and
+    `score(input)` adding them in order; any tree (IfExpr) over METHOD_AST_NODES that is not a
+    method's own root becomes a method of its own (`subroutine<k>`), recursively.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(package_name=PACKAGE, **kwargs)
+        self.ast_size_per_subroutine_threshold = METHOD_AST_NODES
+        self._root = None
+
+    def interpret_terms(self, groups: list[list]) -> str:
+        top_cg = self.create_code_generator()
+        top_cg.add_package_name(self.package_name)
+        with top_cg.class_definition(self.class_name):
+            for k, group in enumerate(groups):
+                self.enqueue_subroutine(f"term{k}", sum_ast(group))
+            self.process_subroutine_queue(top_cg)
+            total = " + ".join(f"term{k}({self._feature_array_name})" for k in range(len(groups)))
+            top_cg.add_code_lines(
+                f"public static double {self.function_name}(double[] {self._feature_array_name}) {{\n"
+                f"    return {total};\n}}")
+        return top_cg.finalize_and_get_generated_code()
+
+    def _process_subroutine(self, subroutine):
+        self._root = subroutine.expr
+        return super()._process_subroutine(subroutine)
+
+    def _pre_interpret_hook(self, expr, **kwargs):
+        if (isinstance(expr, ast.IfExpr) and expr is not self._root
+                and count_nodes(expr) > METHOD_AST_NODES):
+            name = self._get_subroutine_name()
+            self.enqueue_subroutine(name, expr)
+            call = self._cg.function_invocation(name, self._feature_array_name)
+            # A nested IfExpr assigns its parent's variable instead of returning a value.
+            if kwargs.get("if_var_name") is not None:
+                self._cg.add_var_assignment(kwargs["if_var_name"], call, expr.output_size)
+            return call, kwargs
+        return super()._pre_interpret_hook(expr, **kwargs)
 
 
-def _chunks(terms: list) -> list[list]:
+def _chunks(terms: list, budget: int) -> list[list]:
+    """Consecutive runs of `terms` of at most `budget` AST nodes each (a bigger term stays alone)."""
     chunks, cur, size = [], [], 0
     for term in terms:
         n = count_nodes(term)
-        if cur and size + n > NODES_PER_CLASS:
+        if cur and size + n > budget:
             chunks.append(cur)
             cur, size = [], 0
         cur.append(term)
@@ -126,11 +173,11 @@ def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     sources: dict[str, str] = {}
-    chunks = _chunks(decomposed.terms)
+    chunks = _chunks(decomposed.terms, NODES_PER_CLASS)
     for k, chunk in enumerate(chunks):
-        sources[f"ScorePart{k}.java"] = _interpreter(class_name=f"ScorePart{k}", function_name="score").interpret(
-            sum_ast(chunk))
-    sources["ScoreLink.java"] = _interpreter(
+        sources[f"ScorePart{k}.java"] = _MethodsInterpreter(class_name=f"ScorePart{k}").interpret_terms(
+            _chunks(chunk, METHOD_AST_NODES))
+    sources["ScoreLink.java"] = _MethodsInterpreter(
         class_name="ScoreLink", function_name="apply", feature_array_name="margin").interpret(decomposed.link_ast)
     sources["Score.java"] = _score_class(len(chunks), n_features, header)
     sources["ScoreHarness.java"] = _HARNESS
