@@ -1,10 +1,11 @@
 """Spark scoring bench: 1 M stored feature rows, one model (default 300 trees, depth 8), `local[2]`.
 
 Rows/s of `mlflow.pyfunc.spark_udf` (the baseline a user would pick; warm) vs each of our paths
-(`native`, `onnx`, `m2cgen-c` through mapInPandas; `m2cgen-java` as a JVM UDF of N doubles), and
-the in-process rows/s of the same scorer x 2 cores (the limit: Spark adding nothing). Each Spark
-path runs twice over a cached DataFrame and the second (warm) run is timed; output goes to Spark's
-`noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
+(`native`, `onnx`, `m2cgen-c` as a scalar-iterator Arrow UDF; `m2cgen-java` as a JVM UDF of N
+doubles), the in-process rows/s of the same scorer x 2 cores (the limit: Spark adding nothing), and
+an Arrow UDF that scores nothing (the transfer cost every Python path pays on the same cores).
+Each Spark path runs twice over a cached DataFrame and the second (warm) run is timed; output goes
+to Spark's `noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
 
     .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8]
 Last line: `bench: name=spark_scoring spark_udf_rps=... best=<path> best_over_spark_udf=...
@@ -72,6 +73,17 @@ def warm_seconds(frame) -> float:
     return timed(write)
 
 
+def identity_arrays(batches):
+    """Arrow UDF body doing no scoring (first feature as the score): the cost of moving features
+    to Python and scores back, the floor under every Python path."""
+    import numpy as np
+    import pyarrow as pa
+
+    for rows in batches:
+        X = rows.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), -1)
+        yield pa.array(X[:, 0].astype(np.float64))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -116,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
             scored = score_frame_spark(spark, config, df, bundle, names, fmt, name)
             results[fmt] = warm_seconds(scored)
             print(f"  {fmt:<14} {args.rows / results[fmt]:>12,.0f} rows/s", flush=True)
+        from pyspark.sql.functions import ArrowUDFType, arrow_udf
+
+        identity = arrow_udf(identity_arrays, "double", ArrowUDFType.SCALAR_ITER)
+        transfer = args.rows / warm_seconds(df.select(
+            "photo_id", "content_sha256", identity(F.array(*[F.col(n).cast("float") for n in names])).alias("score")))
+        print(f"  {'arrow-identity':<14} {transfer:>12,.0f} rows/s (Arrow UDF that scores nothing)", flush=True)
     finally:
         spark.stop()
 
@@ -131,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ["spark_udf", *paths]:
         print(f"{key:<14} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
     print(f"{'limit':<14} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
+    # Transfer and scoring share the same cores: a Python path cannot beat 1 / (1/transfer + 1/limit).
+    ceiling = 1 / (1 / transfer + 1 / limit)
+    print(f"{'arrow-identity':<14} {transfer:>12,.0f}   (Arrow round trip alone; Python-path ceiling "
+          f"1/(1/transfer + 1/limit) = {ceiling:,.0f} rows/s = {ceiling / limit:.2f} of the limit)")
     core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
     print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "
           f"= {core_hours:,.0f} core-hours (model {args.trees} trees depth {args.depth})")
@@ -139,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
           + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
           + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
           f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
+          f"arrow_identity_rps={transfer:.0f} python_ceiling_over_limit={ceiling / limit:.2f} "
           f"rescoring_core_hours_60b={core_hours:.0f}")
     return 0
 
