@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def flink_configuration(cfg: dict, restore: str | None):
     # Small bundles: Python operators otherwise hold elements up to 1 s before flushing.
     conf.set_string("python.fn-execution.bundle.size", str(cfg["bundle_size"]))
     conf.set_string("python.fn-execution.bundle.time", str(cfg["bundle_time_ms"]))
+    # Records between tasks wait in network buffers until full or this timeout: Flink's 100 ms
+    # default was most of the end-to-end latency (two hops).
+    conf.set_string("execution.buffer-timeout.interval", f"{cfg.get('buffer_timeout_ms', 2)}ms")
     conf.set_string("parallelism.default", str(cfg["parallelism"]))
     conf.set_string("execution.checkpointing.interval", f"{cfg['checkpoint_interval_ms']}ms")
     conf.set_string("execution.checkpointing.mode", "AT_LEAST_ONCE")
@@ -74,6 +78,9 @@ def flink_configuration(cfg: dict, restore: str | None):
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
+    # flink.conf: any Flink option, last so an operator can override every default above.
+    for key, value in (cfg.get("flink_conf") or {}).items():
+        conf.set_string(str(key), str(value))
     return conf
 
 
@@ -194,27 +201,34 @@ def kafka_sink(cfg: dict, topic: str):
 
 
 def build(env, cfg: dict) -> None:
-    """Wire the operators (the functions they call live in udfs/)."""
+    """Wire the operators (the functions they call live in udfs/).
+
+    Two Python operators only (parse-read-hash, keyed features-score): each failure leaves through
+    a side output, so routing to the two sinks happens in the JVM, with no Python filter/map
+    operators (each would be one more JVM <-> Python hop per record).
+    """
     from pyflink.common import Types
-    from pyflink.datastream import KeyedProcessFunction, MapFunction, RuntimeContext
-    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
     from pyflink.common.time import Time
+    from pyflink.common.watermark_strategy import WatermarkStrategy
+    from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
     limits_cfg = cfg["limits"]
+    dlq_tag = OutputTag("dlq", Types.STRING())
 
     def limits():
         from udfs.decode import DecodeLimits
         return DecodeLimits(**limits_cfg)
 
-    class Prepare(MapFunction):
-        """A metadata line -> ("photo", PreparedPhoto) | ("dlq", json)."""
+    class Prepare(ProcessFunction):
+        """A metadata line -> PreparedPhoto (main output) | DLQ JSON (side output)."""
 
         def open(self, ctx: RuntimeContext):
             self.limits = limits()
 
-        def map(self, line):
+        def process_element(self, line, ctx):
             from udfs.messages import encode_dlq, source_ref
-            from udfs.quarantine import QuarantineRecord
+            from udfs.quarantine import QuarantineRecord, now_ms
             from udfs.stream_scoring import prepare
 
             raw, topic, partition, offset = split_record(line)
@@ -222,20 +236,25 @@ def build(env, cfg: dict) -> None:
             try:
                 prepared, uploaded = prepare(raw, ref, self.limits)
             except Exception as exc:  # noqa: BLE001 - a message never kills the job
-                from udfs.quarantine import now_ms
                 prepared, uploaded = QuarantineRecord(ref, None, "parse", "malformed_message",
                                                       f"{type(exc).__name__}: {exc}"[:500], now_ms()), None
             if isinstance(prepared, QuarantineRecord):
-                return ("dlq", encode_dlq(prepared, uploaded))
-            return ("photo", prepared)
+                yield dlq_tag, encode_dlq(prepared, uploaded)
+            else:
+                yield prepared
 
     class Score(KeyedProcessFunction):
-        """Keyed by content_sha256: cached features/score, else decode + features + score."""
+        """Keyed by content_sha256: cached features/score, else decode + features + score.
+        Score JSON on the main output, DLQ JSON on the side output."""
 
         def open(self, ctx: RuntimeContext):
             from jobs.config import Config
             from udfs.stream_scoring import registry_holder
 
+            # The worker's gRPC threads wake constantly; feature extraction releases the GIL in
+            # every OpenCV/Pillow call and, with Python's 5 ms switch interval, can wait that long
+            # to get it back each time.
+            sys.setswitchinterval(cfg["gil_switch_interval_ms"] / 1000.0)
             self.limits = limits()
             ttl = (StateTtlConfig.new_builder(Time.milliseconds(int(cfg["cache_ttl_ms"])))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
@@ -248,12 +267,11 @@ def build(env, cfg: dict) -> None:
                                           cfg["model_poll_interval_ms"] / 1000.0)
             self.holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
 
-        def process_element(self, value, ctx):
+        def process_element(self, photo, ctx):
             from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord, now_ms
-            from udfs.stream_scoring import process_photo
+            from udfs.stream_scoring import DLQ, process_photo
 
-            photo = value[1]
             self.holder.maybe_refresh()
             model = self.holder.current()  # one version for this element: the swap is atomic
             try:
@@ -261,27 +279,19 @@ def build(env, cfg: dict) -> None:
             except Exception as exc:  # noqa: BLE001 - a message never kills the job
                 rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "score_failed",
                                        f"{type(exc).__name__}: {exc}"[:500], now_ms())
-                yield ("dlq", encode_dlq(rec, photo.uploaded_at_ms))
+                yield dlq_tag, encode_dlq(rec, photo.uploaded_at_ms)
                 return
             if outcome.cache is not None:
                 self.state.update(outcome.cache)
             for kind, payload in outcome.records:
-                yield (kind, payload)
+                yield (dlq_tag, payload) if kind == DLQ else payload
 
-    from pyflink.common.watermark_strategy import WatermarkStrategy
-
-    out_type = Types.TUPLE([Types.STRING(), Types.STRING()])
     lines = env.from_source(kafka_source(cfg), WatermarkStrategy.no_watermarks(), "photos.uploaded")
-    prepared = lines.map(Prepare(), output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-read-hash")
-    early_dlq = (prepared.filter(lambda v: v[0] == "dlq")
-                 .map(lambda v: (v[0], v[1]), output_type=out_type).name("parse-dlq"))
-    scored = (prepared.filter(lambda v: v[0] == "photo")
-              .key_by(lambda v: v[1].content_sha256, key_type=Types.STRING())
-              .process(Score(), output_type=out_type).name("features-score"))
-    results = scored.union(early_dlq)
-    (results.filter(lambda v: v[0] == "scores").map(lambda v: v[1], output_type=Types.STRING())
-     .sink_to(kafka_sink(cfg, cfg["topic_scores"])).name("photos.scores"))
-    (results.filter(lambda v: v[0] == "dlq").map(lambda v: v[1], output_type=Types.STRING())
+    prepared = lines.process(Prepare(), output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-read-hash")
+    scored = (prepared.key_by(lambda photo: photo.content_sha256, key_type=Types.STRING())
+              .process(Score(), output_type=Types.STRING()).name("features-score"))
+    scored.sink_to(kafka_sink(cfg, cfg["topic_scores"])).name("photos.scores")
+    (prepared.get_side_output(dlq_tag).union(scored.get_side_output(dlq_tag))
      .sink_to(kafka_sink(cfg, cfg["topic_dlq"])).name("photos.dlq"))
 
 
@@ -295,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads(args.config_json.read_text())
 
     from pyflink.datastream import StreamExecutionEnvironment
+
+    # On the mini-cluster PyFlink defaults to "loopback": every Python operator runs as a thread of
+    # this client process, so all of them share one GIL (one core), whatever the parallelism.
+    # "process" gives each operator subtask its own Python worker process.
+    os.environ.setdefault("_python_worker_execution_mode", cfg.get("python_worker_mode", "process"))
 
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, args.restore))
     build(env, cfg)

@@ -1,5 +1,5 @@
-"""Shared stream-test machinery: a registry with two real model versions served over HTTP (as the
-Flink workers read it), brokers and jobs that are always stopped, and result collection."""
+"""Shared stream-test machinery: a registry with two real model versions at the tracking URI the
+Flink workers are given, brokers and jobs that are always stopped, and result collection."""
 from __future__ import annotations
 
 import contextlib
@@ -16,14 +16,15 @@ from jobs.config import load_config
 
 MODEL = "photo_quality"
 # Test modules import `stream_registry` by name, which makes pytest see one session fixture per
-# module; the registry (and its MLflow server) is built once per session and shared through this.
+# module; the registry (and its MLflow server, if one is needed) is built once per session and
+# shared through this.
 _SHARED: dict = {}
 
 
 @pytest.fixture(scope="session")
 def stream_registry(model_data, tmp_path_factory):
-    """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store served
-    by a local MLflow server; the server is stopped at the end of the session."""
+    """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store at the
+    URI `registry_url_for_job` gives the job (a local server, if any, is stopped at session end)."""
     from jobs.broker import stop_process
     from jobs.commands.stream import registry_url_for_job, stream_dir
     from models.registry import log_and_register, promote

@@ -29,9 +29,13 @@ DEFAULTS = {
     "flink.fetch_max_wait_ms": 20,
     "flink.model_poll_interval_ms": 2000,
     "flink.cache_ttl_ms": 86_400_000,
-    "flink.python_bundle_size": 10,
+    "flink.python_bundle_size": 1,
     "flink.python_bundle_time_ms": 5,
+    "flink.buffer_timeout_ms": 2,           # Flink's network flush interval (its default, 100 ms, adds per hop)
     "flink.ship_connector_jars": False,     # True for a cluster whose lib/ lacks the Kafka connector
+    "flink.jvm_args": "-XX:TieredStopAtLevel=1",  # extra JVM options of the mini-cluster JVM
+    "flink.python_worker_mode": "process",  # mini-cluster: process (one per subtask) | loopback (threads)
+    "flink.gil_switch_interval_ms": 0.5,    # the Python workers' sys.setswitchinterval
 }
 
 
@@ -76,11 +80,13 @@ def latest_checkpoint(config) -> Path | None:
 
 
 def registry_url_for_job(config) -> str:
-    """A tracking URI the Flink workers can reach: a file-backed store gets a local MLflow server.
+    """A tracking URI the Flink workers can reach.
 
-    Flink's environment has mlflow-skinny only (no SQL store), and on a cluster TaskManagers
-    never share the CLI's sqlite file anyway: the job reads the registry over HTTP, as it would
-    in production. The server is supervised like the broker (pid + log under home/stream).
+    A remote URI is passed through. A SQLite store is passed through when the Flink environment can
+    open it (SQLAlchemy + Alembic, as the flink extra installs). Otherwise (a `flink.python` without
+    them) a local MLflow server over the same store is started, supervised like the broker (pid + log
+    under home/stream), and its URL is returned. On a cluster set a tracking server's URI instead:
+    TaskManagers never share the CLI's files.
     """
     uri = config.tracking_uri
     if uri.startswith(("http://", "https://", "databricks")):
@@ -136,11 +142,15 @@ def job_config(config, bootstrap: str, tracking_uri: str, export_format: str | N
         "cache_ttl_ms": int(_get(config, "flink.cache_ttl_ms")),
         "bundle_size": int(_get(config, "flink.python_bundle_size")),
         "bundle_time_ms": int(_get(config, "flink.python_bundle_time_ms")),
+        "buffer_timeout_ms": int(_get(config, "flink.buffer_timeout_ms")),
         "parallelism": int(config.get("flink.parallelism", 1)),
         "checkpoint_interval_ms": int(config.get("flink.checkpoint_interval_ms", 5000)),
         "checkpoint_dir": root.as_uri(),
         "python_executable": str(flink_python(config)),
         "ship_connector_jars": bool(_get(config, "flink.ship_connector_jars")),
+        "python_worker_mode": str(_get(config, "flink.python_worker_mode")),
+        "gil_switch_interval_ms": float(_get(config, "flink.gil_switch_interval_ms")),
+        "flink_conf": {str(k): str(v) for k, v in (config.get("flink.conf") or {}).items()},
         "limits": {k: int(config[f"features.{k}"]) for k in ("max_pixels", "max_side", "min_side", "max_file_bytes")},
     }
 
@@ -198,6 +208,9 @@ def start_stream(config, export_format: str | None = None, restore: bool = True,
     env["PATH"] = f"{Path(cfg['python_executable']).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
     env["FLINK_LOG_DIR"] = str(d)  # the mini-cluster's own log next to job.log, not inside the wheel
+    jvm_args = str(_get(config, "flink.jvm_args")).strip()
+    if jvm_args:
+        env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} {jvm_args}".strip()
     pid = start_process([cfg["python_executable"], str(JOB_SCRIPT), "--config-json", str(cfg_path), *restore_args],
                         log_path, pid_path, env=env, cwd=d)
     return {"mode": "local", "pid": pid, "log": str(log_path), "restore": str(checkpoint) if checkpoint else None}
