@@ -8,7 +8,7 @@ upload is decoded - the content cache would otherwise hide the work):
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
 Every run checks produced = scored + dead-lettered (`lost`).
 
-    .venv/bin/python bench/stream.py [--photos 240] [--modes durable,ephemeral] [--seconds 15]
+    .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--set KEY=VALUE]
 
 Last line: `bench: name=stream limit_pps=... stream_pps=... efficiency=... p50_ms=... p99_ms=... lost=...`
 (figures of the default, durable mode; the ephemeral ones follow with an `ephemeral_` prefix).
@@ -74,7 +74,8 @@ class ScoreWatcher(threading.Thread):
         parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])]
         self.consumer.assign(parts)
         self.consumer.seek_to_beginning()
-        self.seen: dict[str, tuple[float, int, str]] = {}  # ref -> (received_ms, uploaded_ms, topic)
+        # ref -> (received_ms, uploaded_ms, topic, scored_ms)
+        self.seen: dict[str, tuple[float, int, str, int]] = {}
         self.stop = threading.Event()
 
     def run(self):
@@ -84,7 +85,8 @@ class ScoreWatcher(threading.Thread):
                 for r in records:
                     rec = json.loads(r.value)
                     ref = rec.get("upload_ref") or rec.get("source_ref")
-                    self.seen.setdefault(ref, (now, int(rec.get("uploaded_at_ms") or 0), tp.topic))
+                    self.seen.setdefault(ref, (now, int(rec.get("uploaded_at_ms") or 0), tp.topic,
+                                               int(rec.get("scored_at_ms") or 0)))
         self.consumer.close()
 
     def wait_for(self, refs: set[str], timeout_s: float) -> bool:
@@ -117,9 +119,27 @@ def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -
     return refs
 
 
-def run_mode(mode: str, base_config_args: list[str], photos: list[Path], seconds: float,
+def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list[Path], rate: float,
+                  tag: str) -> dict:
+    """Publish `paths` at `rate`/s; end-to-end latency percentiles (upload -> score received), and
+    its two halves at the median: upload -> scored (source, parse, features, score) and
+    scored -> received (sinks, broker, consumer)."""
+    refs = send(bootstrap, topic, paths, rate, tag)
+    watcher.wait_for(set(refs), 300)
+    got = [watcher.seen[r] for r in refs if r in watcher.seen]
+    if not got:
+        return {k: float("nan") for k in ("p50_ms", "p99_ms", "to_scored_p50_ms", "to_consumer_p50_ms")}
+    received, uploaded, scored = (np.array([g[i] for g in got], dtype=float) for i in (0, 1, 3))
+    total = received - uploaded
+    has_score = scored > 0
+    return {"p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
+            "to_scored_p50_ms": float(np.median((scored - uploaded)[has_score])) if has_score.any() else float("nan"),
+            "to_consumer_p50_ms": float(np.median((received - scored)[has_score])) if has_score.any() else float("nan")}
+
+
+def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
              corpus_dir: Path, work: Path) -> dict:
-    """(b), (c), (d) for one broker mode."""
+    """(b), (c0), (c), (d) for one broker mode."""
     from jobs.broker import configure_topics, start_broker, stop_broker, topic_specs
     from jobs.commands.stream import start_stream, stop_stream
     from jobs.config import load_config
@@ -134,11 +154,16 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], seconds
         topic = config["kafka.topics.uploaded"]
         watcher = ScoreWatcher(bootstrap, [config["kafka.topics.scores"], config["kafka.topics.dlq"]])
         watcher.start()
-        # Warm-up: the job is up and the model loaded once a first score arrives.
-        warm = send(bootstrap, topic, photos[:4], 0, "warm")
-        if not watcher.wait_for(set(warm), 240):
-            raise RuntimeError(f"the stream did not score warm-up uploads in 240 s; see {home}/stream/job.log")
-        produced = len(warm)
+        # The job is up and the model loaded once a first score arrives.
+        first = send(bootstrap, topic, photos[:4], 0, "first")
+        if not watcher.wait_for(set(first), 240):
+            raise RuntimeError(f"the stream did not score its first uploads in 240 s; see {home}/stream/job.log")
+        produced = len(first)
+        # Warm-up: a backlog of other photos, so the JVM's JIT and the workers reach steady state
+        # (the first minute of a fresh JVM runs measurably slower).
+        warm = send(bootstrap, topic, warmup, 0, "warm")
+        watcher.wait_for(set(warm), 600)
+        produced += len(warm)
         # (b) backlog drain: max sustained rate.
         backlog = photos[4:]
         t0 = time.time() * 1000
@@ -148,17 +173,17 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], seconds
         done = max(watcher.seen[r][0] for r in refs if r in watcher.seen)
         out["stream_pps"] = len([r for r in refs if r in watcher.seen]) / max(1e-3, (done - t0) / 1000)
         out["drained"] = ok
-        # (c) latency at 80% of (b).
+        # (c0) latency with no queueing (one upload every 0.5 s), then (c) at 80% of (b); fresh
+        # contents each time (the cache would make repeated uploads nearly free).
+        idle = make_photos(corpus_dir, work / f"idle-{mode}", 20, first=200_000)
+        out["idle"] = paced_latency(watcher, bootstrap, topic, idle, 2.0, "idle")
+        produced += len(idle)
         rate = 0.8 * out["stream_pps"]
         n = max(10, int(rate * seconds))
-        # Fresh contents (the cache would make repeated uploads nearly free).
-        paced = make_photos(corpus_dir, work / f"paced-{n}", n, first=100_000)
-        refs = send(bootstrap, topic, paced, rate, "lat")
-        produced += len(refs)
-        watcher.wait_for(set(refs), 300)
-        lat = np.array([watcher.seen[r][0] - watcher.seen[r][1] for r in refs if r in watcher.seen])
-        out.update(rate_c=rate, p50_ms=float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-                   p99_ms=float(np.percentile(lat, 99)) if len(lat) else float("nan"))
+        paced = make_photos(corpus_dir, work / f"paced-{mode}-{n}", n, first=100_000)
+        loaded = paced_latency(watcher, bootstrap, topic, paced, rate, "lat")
+        produced += len(paced)
+        out.update(rate_c=rate, loaded=loaded, p50_ms=loaded["p50_ms"], p99_ms=loaded["p99_ms"])
         # (d) the seed's load.
         out["seed_holds"] = out["stream_pps"] >= SEED_LOAD_PPS
         watcher.stop.set()
@@ -174,9 +199,12 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], seconds
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=240)
+    parser.add_argument("--photos", type=int, default=600, help="backlog whose drain rate is (b)")
+    parser.add_argument("--warmup", type=int, default=1200, help="photos streamed before measuring")
     parser.add_argument("--modes", default="durable,ephemeral")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the paced latency run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override for the stream runs (e.g. flink.parallelism=2)")
     args = parser.parse_args(argv)
 
     from jobs.commands.stream import registry_url_for_job, stop_stream
@@ -201,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "xgboost", "photo_quality", config, TrainParams(trees=40, depth=5))
     promote(config, "photo_quality", str(result.version), "champion")
     photos = make_photos(work / "corpus", work / "bench-photos", args.photos)
+    warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
     model = load_model(name, v, bundle_dir, "native")
     limit = limit_pps(photos, model, decode_limits(config))
@@ -210,17 +239,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for mode in [m for m in args.modes.split(",") if m]:
             print(f"running the stream on the {mode} broker ...", file=sys.stderr)
-            rows.append(run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000"],
-                                 photos, args.seconds, work / "corpus", work))
+            rows.append(run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
+                                        *args.overrides],
+                                 photos, warmup, args.seconds, work / "corpus", work))
     finally:
         stop_stream(config)  # the registry server
-    print(f"\nphotos: {len(photos)} unique JPEGs <= 0.5 MP; 2-core machine shared with other work\n")
+    print(f"\nphotos: {len(photos)} unique JPEGs <= 0.5 MP; overrides: {' '.join(args.overrides) or 'none'}\n")
     print(f"{'mode':<10} {'limit pps':>9} {'stream pps':>10} {'eff':>5} {'@80% pps':>9} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'833/s?':>7} {'lost':>5}")
     for r in rows:
         print(f"{r['mode']:<10} {limit:9.1f} {r['stream_pps']:10.1f} {r['stream_pps'] / limit:5.2f} "
               f"{r['rate_c']:9.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {'yes' if r['seed_holds'] else 'no':>7} "
               f"{r['lost']:5d}")
+    print(f"\n{'mode':<10} {'latency at':<12} {'p50 ms':>8} {'p99 ms':>8} {'upload->scored':>15} {'scored->consumer':>17}")
+    for r in rows:
+        for label, lat in (("0.5 s apart", r["idle"]), (f"{r['rate_c']:.1f}/s", r["loaded"])):
+            print(f"{r['mode']:<10} {label:<12} {lat['p50_ms']:8.1f} {lat['p99_ms']:8.1f} "
+                  f"{lat['to_scored_p50_ms']:15.1f} {lat['to_consumer_p50_ms']:17.1f}")
     for r in rows:
         if not r["seed_holds"]:
             print(f"(d) {r['mode']}: 833 uploads/s needs ~{SEED_LOAD_PPS / r['stream_pps']:.0f}x this machine's "
