@@ -529,6 +529,19 @@ def _exif_bytes(rng: np.random.Generator) -> bytes:
     return exif.tobytes()
 
 
+def encode_jpeg(img: Image.Image, quality: int, progressive: bool, subsampling: int,
+                exif: bytes) -> tuple[bytes, bool]:
+    """A JPEG and whether it is progressive. Pillow sizes a progressive encode's output buffer at
+    one byte per pixel below quality 95, which a grainy 4:4:4 photo at quality 90-94 can exceed
+    ("broken data stream"): that photo is written baseline instead (rare, and still deterministic)."""
+    try:
+        return encode_image(img, "JPEG", quality, progressive, subsampling, exif), progressive
+    except OSError:
+        if not progressive:
+            raise
+        return encode_image(img, "JPEG", quality, False, subsampling, exif), False
+
+
 def encode_image(img: Image.Image, fmt: str, quality: int | None = None, progressive: bool = False,
                  subsampling: int = 2, exif: bytes = b"") -> bytes:
     """Encode with fixed settings (no optimizer randomness, no timestamps): same input, same bytes."""
@@ -584,7 +597,7 @@ def render_original(spec: PhotoSpec, source_img: Image.Image, seed: int,
             quality = int(rng.integers(60, 96))
         progressive = spec.extra.get("progressive", bool(rng.random() < 0.3))
         subsampling = 0 if quality >= 90 and rng.random() < 0.5 else 2
-        data = encode_image(img, "JPEG", quality, progressive, subsampling, _exif_bytes(rng))
+        data, progressive = encode_jpeg(img, quality, progressive, subsampling, _exif_bytes(rng))
     params.update(quality=quality, progressive=progressive)
     return data, img, params
 
@@ -604,7 +617,7 @@ def render_near_duplicate(original_bytes: bytes, original_quality: int | None, s
     choices = [q for q in range(70, 96) if original_quality is None or abs(q - original_quality) >= 5]
     quality = int(choices[int(rng.integers(len(choices)))])
     progressive = bool(rng.random() < 0.3)
-    data = encode_image(img, "JPEG", quality, progressive, 2, _exif_bytes(rng))
+    data, progressive = encode_jpeg(img, quality, progressive, 2, _exif_bytes(rng))
     params.update(quality=quality, progressive=progressive)
     return data, img, params
 
