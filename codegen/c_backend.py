@@ -52,6 +52,7 @@ class FlatForest:
     less_equal: bool  # split goes left on `x <= thr` (LightGBM) instead of `x < thr` (XGBoost)
     feat: np.ndarray  # (trees, 2**depth - 1) feature index
     thr: np.ndarray  # (trees, 2**depth - 1) float32 threshold, rounded as the module docstring says
+    thr64: np.ndarray  # (trees, 2**depth - 1) the float64 threshold of the AST (for float64 inputs: Java)
     nan_left: np.ndarray  # (trees, 2**depth - 1) where a NaN goes
     leaf: np.ndarray  # (trees, 2**depth) float64 leaf values
 
@@ -99,6 +100,7 @@ def flatten_trees(trees: list, n_features: int) -> FlatForest | None:
         less_equal=less_equal,
         feat=np.zeros((len(trees), n_int), dtype=np.int64),
         thr=np.zeros((len(trees), n_int), dtype=np.float32),
+        thr64=np.zeros((len(trees), n_int), dtype=np.float64),
         nan_left=np.zeros((len(trees), n_int), dtype=bool),
         leaf=np.zeros((len(trees), n_leaf), dtype=np.float64),
     )
@@ -107,6 +109,16 @@ def flatten_trees(trees: list, n_features: int) -> FlatForest | None:
     if forest.feat.max() >= n_features:
         raise PhotoscoreError(f"a tree splits on feature {forest.feat.max()} but the schema has {n_features}")
     return forest
+
+
+def split_forest(decomposed: Decomposed, n_features: int) -> tuple[FlatForest | None, list]:
+    """The decomposed sum as (its trees laid out flat, the other terms); (None, all terms) when
+    there are no trees or they do not fit the flat layout. Shared by the C and Java backends."""
+    trees = [t for t in decomposed.terms if _is_tree(t)]
+    forest = flatten_trees(trees, n_features) if trees else None
+    if forest is None:
+        return None, list(decomposed.terms)
+    return forest, [t for t in decomposed.terms if not _is_tree(t)]
 
 
 def _collect_ops(trees, ops: set) -> None:
@@ -135,6 +147,7 @@ def _fill(forest: FlatForest, t: int, expr, pos: int, level: int) -> None:
         left, right, nan_left = expr.orelse, expr.body, True  # x >= t true -> right; NaN -> else = left
     forest.feat[t, pos] = expr.test.left.index
     forest.thr[t, pos] = float32_threshold(threshold, forest.less_equal)
+    forest.thr64[t, pos] = threshold
     forest.nan_left[t, pos] = nan_left
     _fill(forest, t, left, 2 * pos + 1, level + 1)
     _fill(forest, t, right, 2 * pos + 2, level + 1)
@@ -269,9 +282,7 @@ void score_batch(const float *x, long n, long d, double *out) {
 
 def write_c_source(decomposed: Decomposed, n_features: int, out_path: Path, header: str) -> None:
     """Write `score.c` for the decomposed probability AST (trees as arrays, the rest via m2cgen)."""
-    trees = [t for t in decomposed.terms if _is_tree(t)]
-    forest = flatten_trees(trees, n_features) if trees else None
-    rest = [t for t in decomposed.terms if not _is_tree(t)] if forest else list(decomposed.terms)
+    forest, rest = split_forest(decomposed, n_features)
     rest_ast = sum_ast(rest) if rest else ast.NumVal(0.0)
     parts = [
         f"/* {header} */",

@@ -6,18 +6,27 @@ Entry points (no dependency beyond the JDK, so Spark can register them as a UDF 
     photoscore.generated.ScoreHarness <in.bin> <n> <d> <float32|float64> <out.bin>
         batch scorer for Python-side parity checks: little-endian row-major matrix in, float64 out.
 
-m2cgen 0.10 writes one class per model; for 300 trees x depth 8 javac fails with `too many constants`
-(a class's constant pool holds 65535 entries). We split the summed terms (trees) over
-`ScorePart<k>` classes of bounded size, each written by m2cgen, add them in `Score`, and apply the
-link function (`ScoreLink`, also written by m2cgen).
+Tree ensembles (XGBoost, LightGBM) are not written as m2cgen's nested if/else: every split there is
+an unpredictable branch, and at 300 trees x depth 8 that code ran at ~40-50 k rows/s per core even
+fully JIT-compiled. The trees use the C export's flat layout instead (`codegen.c_backend.FlatForest`,
+shared, not copied): perfect binary trees in heap order as four arrays (feature, float64 threshold,
+NaN direction, leaf) held in static final fields of `ScoreForest`, filled once by the data classes
+`ScorePart<k>` (TREES_PER_CLASS trees each, one method per tree: below javac's 64 KB method and
+65535-entry constant-pool limits). `ScoreForest.sum` walks TREE_LANES trees at once for one row,
+`i = 2*i + (x[feat[i]] < thr[i] ? 1 : 2)`, so their independent index chains overlap (a Spark UDF
+sees one row at a time, so the lanes are trees, not rows as in C); the walk is a small loop that the
+JIT compiles at once. Trees are summed in order, as in C; thresholds are the AST's float64 ones
+compared against the float64 input, exactly m2cgen's comparison; a row holding a NaN takes a path
+that follows each split's missing-value direction. Non-tree terms (base score, linear terms) go
+through m2cgen as `ScoreRest`, the link function as `ScoreLink`.
 
-HotSpot never JIT-compiles a method over 8000 bytes of bytecode (`-XX:+DontCompileHugeMethods`, the
-default on every JVM): such a method runs in the bytecode interpreter, ~10x slower. m2cgen writes a
-class's whole sum as one method (its own subroutine splitting only cuts chains of additions, never a
-tree), so a ScorePart of 12 depth-8 trees was one 44 KB method and 300 x 8 ran at a quarter of
-mlflow's spark_udf in Spark. Each class's terms are therefore grouped into methods of at most
-METHOD_AST_NODES nodes (about 4 bytes of bytecode a node), and a tree bigger than that is cut into
-subtree methods, so every generated method stays compilable on any JVM without flags.
+Models without flat-layout trees (logistic regression; trees deeper than MAX_FLAT_DEPTH) keep
+m2cgen's code: m2cgen 0.10 writes one class per model, and javac fails with `too many constants`
+beyond 65535 pool entries, so the summed terms are split over `ScorePart<k>` classes of bounded
+size. HotSpot never JIT-compiles a method over 8000 bytes of bytecode (`-XX:+DontCompileHugeMethods`),
+and m2cgen writes a class's whole sum as one method, so each class's terms are grouped into methods
+of at most METHOD_AST_NODES nodes (about 4 bytes of bytecode a node), and a tree bigger than that is
+cut into subtree methods.
 """
 from __future__ import annotations
 
@@ -26,10 +35,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from m2cgen import ast
 from m2cgen.interpreters import JavaInterpreter
 
 from codegen.assemble import Decomposed, count_nodes, sum_ast
+from codegen.c_backend import FlatForest, split_forest
 from udfs.errors import PhotoscoreError
 from udfs.scorers.m2cgen_java import HARNESS_CLASS, java_tool
 
@@ -43,6 +54,12 @@ NODES_PER_CLASS = 12000
 # nodes, compiled to 44 135 bytes), so a method stays well under HotSpot's 8000-byte JIT limit
 # even when a split subtree's method holds two children just under the limit.
 METHOD_AST_NODES = 900
+# Trees walked together for one row in ScoreForest.sum: their index chains are independent, so the
+# CPU overlaps their load -> compare -> index latencies (one tree at a time serialises them).
+TREE_LANES = 4
+# Trees per ScorePart<k> data class: about 770 constant-pool entries a depth-8 tree, so 20 trees
+# stay far below the 65535-entry limit; each tree's data is one method of about 12 KB.
+TREES_PER_CLASS = 20
 
 _HARNESS = """package photoscore.generated;
 
@@ -166,6 +183,161 @@ public final class Score {{
 """
 
 
+def _java_double(v: float, suffix: str = "") -> str:
+    """Exact Java literal of `v` (hex); suffix "f" for a float literal (v must be float32-exact)."""
+    v = float(v)
+    box = "Float" if suffix == "f" else "Double"
+    if v == np.inf:
+        return f"{box}.POSITIVE_INFINITY"
+    if v == -np.inf:
+        return f"{box}.NEGATIVE_INFINITY"
+    return v.hex() + suffix
+
+
+def _array_types(forest: FlatForest) -> tuple[str, str]:
+    """(feature index type, leaf type): byte / float where they hold every value exactly, so the
+    forest takes less cache (a row visits every tree, so the whole forest is its working set)."""
+    feat_t = "byte" if int(forest.feat.max()) <= 127 else "int"
+    leaf_exact32 = np.array_equal(forest.leaf.astype(np.float32).astype(np.float64), forest.leaf)
+    return feat_t, "float" if leaf_exact32 else "double"
+
+
+def _forest_part(k: int, forest: FlatForest, trees: range) -> str:
+    """Data class ScorePart<k>: one method per tree writing its nodes and leaves into the arrays.
+
+    Array data in Java source compiles to one store per element; one method per tree keeps each
+    method far below 64 KB and the class's constant pool below its limit. Each leaf goes through a
+    named local (`varJ = <leaf>;`) so a reader (and codegen.perturb_leaf) finds leaf J of a tree.
+    """
+    n_int, n_leaf = forest.feat.shape[1], forest.leaf.shape[1]
+    feat_t, leaf_t = _array_types(forest)
+    suffix = "f" if leaf_t == "float" else ""
+    sig = f"{feat_t}[] feat, double[] thr, boolean[] nanLeft, {leaf_t}[] leaf"
+    methods, calls = [], []
+    for t in trees:
+        lines = [f"    private static void tree{t}({sig}) {{",
+                 f"        int o = {t * n_int};"]
+        for j in range(n_int):
+            lines.append(f"        feat[o + {j}] = {int(forest.feat[t, j])}; thr[o + {j}] = "
+                         f"{_java_double(forest.thr64[t, j])};" + (
+                             f" nanLeft[o + {j}] = true;" if forest.nan_left[t, j] else ""))
+        lines.append(f"        o = {t * n_leaf};")
+        for j in range(n_leaf):
+            lines.append(f"        {leaf_t} var{j} = {_java_double(forest.leaf[t, j], suffix)}; leaf[o + {j}] = var{j};")
+        lines.append("    }")
+        methods.append("\n".join(lines))
+        calls.append(f"        tree{t}(feat, thr, nanLeft, leaf);")
+    body = "\n".join(calls)
+    return f"""package {PACKAGE};
+
+/** Nodes and leaves of trees {trees.start}..{trees.stop - 1}, in ScoreForest's flat layout. */
+final class ScorePart{k} {{
+    private ScorePart{k}() {{}}
+
+    static void fill({sig}) {{
+{body}
+    }}
+
+{chr(10).join(methods)}
+}}
+"""
+
+
+def _lane_walk(lanes: int, op: str) -> str:
+    decl = "\n".join(f"            int b{j} = (t + {j}) * NI, i{j} = 0;" for j in range(lanes))
+    step = "\n".join(f"                i{j} = 2 * i{j} + (x[FEAT[b{j} + i{j}]] {op} THR[b{j} + i{j}] ? 1 : 2);"
+                      for j in range(lanes))
+    add = "\n".join(f"            s += LEAF[(t + {j}) * NL + i{j} - NI];" for j in range(lanes))
+    return f"""        for (; t + {lanes} <= N_TREES; t += {lanes}) {{
+{decl}
+            for (int k = 0; k < DEPTH; k++) {{
+{step}
+            }}
+{add}
+        }}"""
+
+
+def _forest_class(forest: FlatForest, n_parts: int) -> str:
+    """ScoreForest: the trees as flat perfect binary trees (codegen.c_backend.FlatForest), walked
+    TREE_LANES trees at a time per row; the same layout and summation order as the C kernel."""
+    n_trees, n_int = forest.feat.shape
+    op = "<=" if forest.less_equal else "<"
+    feat_t, leaf_t = _array_types(forest)
+    fills = "\n".join(f"        ScorePart{k}.fill(FEAT, THR, NAN_LEFT, LEAF);" for k in range(n_parts))
+    return f"""package {PACKAGE};
+
+/** Sum of the model's {n_trees} trees, laid out as perfect binary trees of depth {forest.depth} in heap
+ *  order (children of node i: 2i+1 left, 2i+2 right); a row goes left when x[feat] {op} thr. */
+final class ScoreForest {{
+    static final int N_TREES = {n_trees};
+    static final int DEPTH = {forest.depth};
+    static final int NI = {n_int};
+    static final int NL = {n_int + 1};
+    private static final {feat_t}[] FEAT = new {feat_t}[N_TREES * NI];
+    private static final double[] THR = new double[N_TREES * NI];
+    private static final boolean[] NAN_LEFT = new boolean[N_TREES * NI];
+    private static final {leaf_t}[] LEAF = new {leaf_t}[N_TREES * NL];
+
+    static {{
+{fills}
+    }}
+
+    private ScoreForest() {{}}
+
+    /** Sum of all trees for one row, in tree order. */
+    static double sum(double[] x) {{
+        for (int j = 0; j < x.length; j++) {{
+            if (x[j] != x[j]) return sumNan(x);
+        }}
+        double s = 0.0;
+        int t = 0;
+{_lane_walk(TREE_LANES, op)}
+{_lane_walk(1, op)}
+        return s;
+    }}
+
+    /** The same for a row holding a NaN: each split sends NaN its own way (NAN_LEFT). */
+    private static double sumNan(double[] x) {{
+        double s = 0.0;
+        for (int t = 0; t < N_TREES; t++) {{
+            int b = t * NI, i = 0;
+            for (int k = 0; k < DEPTH; k++) {{
+                double v = x[FEAT[b + i]];
+                boolean left = v != v ? NAN_LEFT[b + i] : v {op} THR[b + i];
+                i = 2 * i + (left ? 1 : 2);
+            }}
+            s += LEAF[t * NL + i - NI];
+        }}
+        return s;
+    }}
+}}
+"""
+
+
+def _forest_score_class(n_features: int, header: str) -> str:
+    params = ", ".join(f"double f{j}" for j in range(n_features))
+    args = ", ".join(f"f{j}" for j in range(n_features))
+    return f"""package {PACKAGE};
+
+/** {header}
+ *  Positive-class probability of one row; input in feature_schema.json order. */
+public final class Score {{
+    public static final int N_FEATURES = {n_features};
+
+    private Score() {{}}
+
+    public static double score(double[] input) {{
+        double margin = ScoreForest.sum(input) + ScoreRest.score(input);
+        return ScoreLink.apply(new double[] {{ margin }});
+    }}
+
+    public static double score({params}) {{
+        return score(new double[] {{ {args} }});
+    }}
+}}
+"""
+
+
 def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path, header: str) -> list[str]:
     """Write the Java sources into `bundle_dir/java/`; returns their paths relative to bundle_dir."""
     out_dir = Path(bundle_dir) / JAVA_DIR
@@ -173,13 +345,25 @@ def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     sources: dict[str, str] = {}
-    chunks = _chunks(decomposed.terms, NODES_PER_CLASS)
-    for k, chunk in enumerate(chunks):
-        sources[f"ScorePart{k}.java"] = _MethodsInterpreter(class_name=f"ScorePart{k}").interpret_terms(
-            _chunks(chunk, METHOD_AST_NODES))
+    forest, rest = split_forest(decomposed, n_features)
+    if forest is not None:
+        # Trees as flat arrays (ScoreForest + ScorePart<k> data), other terms through m2cgen.
+        n_trees = forest.feat.shape[0]
+        parts = [range(a, min(a + TREES_PER_CLASS, n_trees)) for a in range(0, n_trees, TREES_PER_CLASS)]
+        for k, trees in enumerate(parts):
+            sources[f"ScorePart{k}.java"] = _forest_part(k, forest, trees)
+        sources["ScoreForest.java"] = _forest_class(forest, len(parts))
+        sources["ScoreRest.java"] = _MethodsInterpreter(class_name="ScoreRest").interpret_terms(
+            [[sum_ast(rest) if rest else ast.NumVal(0.0)]])
+        sources["Score.java"] = _forest_score_class(n_features, header)
+    else:
+        chunks = _chunks(decomposed.terms, NODES_PER_CLASS)
+        for k, chunk in enumerate(chunks):
+            sources[f"ScorePart{k}.java"] = _MethodsInterpreter(class_name=f"ScorePart{k}").interpret_terms(
+                _chunks(chunk, METHOD_AST_NODES))
+        sources["Score.java"] = _score_class(len(chunks), n_features, header)
     sources["ScoreLink.java"] = _MethodsInterpreter(
         class_name="ScoreLink", function_name="apply", feature_array_name="margin").interpret(decomposed.link_ast)
-    sources["Score.java"] = _score_class(len(chunks), n_features, header)
     sources["ScoreHarness.java"] = _HARNESS
     for name, text in sources.items():
         (out_dir / name).write_text(text)

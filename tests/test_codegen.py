@@ -163,6 +163,20 @@ def test_exports_match_native_on_random_and_threshold_rows(bundle, fmt):
     np.testing.assert_allclose(got, native_predict(bundle_dir, model_type, x), rtol=0, atol=TOL)
 
 
+def test_java_trees_use_the_flat_layout_of_the_c_export(bundle):
+    """Tree models' Java walks the same flat arrays as the C kernel (in the same summation order),
+    so the two agree far inside TOL; a linear model has no trees and stays m2cgen's code."""
+    model_type, bundle_dir, exports = bundle
+    if model_type == "catboost":
+        pytest.skip("CatBoost has no Java export")
+    has_forest = (bundle_dir / "java" / "ScoreForest.java").is_file()
+    assert has_forest == (model_type in ("xgboost", "lightgbm"))
+    x, _ = synthetic(400, seed=13)
+    x = np.vstack([x, threshold_rows(split_points(bundle_dir, model_type))]) if has_forest else x
+    java, c = load_scorer(bundle_dir, "m2cgen-java").score(x), load_scorer(bundle_dir, "m2cgen-c").score(x)
+    np.testing.assert_allclose(java, c, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("fmt", codegen.FORMATS)
 def test_missing_values_follow_native_default_directions(bundle, fmt):
     model_type, bundle_dir, exports = bundle
