@@ -158,8 +158,8 @@ def _chunks(terms: list, budget: int) -> list[list]:
     return chunks
 
 
-def _score_class(n_parts: int, n_features: int, header: str) -> str:
-    total = " + ".join(f"ScorePart{k}.score(input)" for k in range(n_parts))
+def _score_class(margins: str, n_features: int, header: str) -> str:
+    """The `Score` entry point: `margins` is the Java expression of the link's margin array."""
     params = ", ".join(f"double f{j}" for j in range(n_features))
     args = ", ".join(f"f{j}" for j in range(n_features))
     return f"""package {PACKAGE};
@@ -172,8 +172,7 @@ public final class Score {{
     private Score() {{}}
 
     public static double score(double[] input) {{
-        double[] margin = {{ {total} }};
-        return ScoreLink.apply(margin);
+        return ScoreLink.apply({margins});
     }}
 
     public static double score({params}) {{
@@ -314,30 +313,6 @@ final class ScoreForest {{
 """
 
 
-def _forest_score_class(n_features: int, header: str) -> str:
-    params = ", ".join(f"double f{j}" for j in range(n_features))
-    args = ", ".join(f"f{j}" for j in range(n_features))
-    return f"""package {PACKAGE};
-
-/** {header}
- *  Positive-class probability of one row; input in feature_schema.json order. */
-public final class Score {{
-    public static final int N_FEATURES = {n_features};
-
-    private Score() {{}}
-
-    public static double score(double[] input) {{
-        double margin = ScoreForest.sum(input) + ScoreRest.score(input);
-        return ScoreLink.apply(new double[] {{ margin }});
-    }}
-
-    public static double score({params}) {{
-        return score(new double[] {{ {args} }});
-    }}
-}}
-"""
-
-
 def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path, header: str) -> list[str]:
     """Write the Java sources into `bundle_dir/java/`; returns their paths relative to bundle_dir."""
     out_dir = Path(bundle_dir) / JAVA_DIR
@@ -355,13 +330,15 @@ def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path
         sources["ScoreForest.java"] = _forest_class(forest, len(parts))
         sources["ScoreRest.java"] = _MethodsInterpreter(class_name="ScoreRest").interpret_terms(
             [[sum_ast(rest) if rest else ast.NumVal(0.0)]])
-        sources["Score.java"] = _forest_score_class(n_features, header)
+        sources["Score.java"] = _score_class("new double[] { ScoreForest.sum(input) + ScoreRest.score(input) }",
+                                             n_features, header)
     else:
         chunks = _chunks(decomposed.terms, NODES_PER_CLASS)
         for k, chunk in enumerate(chunks):
             sources[f"ScorePart{k}.java"] = _MethodsInterpreter(class_name=f"ScorePart{k}").interpret_terms(
                 _chunks(chunk, METHOD_AST_NODES))
-        sources["Score.java"] = _score_class(len(chunks), n_features, header)
+        total = " + ".join(f"ScorePart{k}.score(input)" for k in range(len(chunks)))
+        sources["Score.java"] = _score_class(f"new double[] {{ {total} }}", n_features, header)
     sources["ScoreLink.java"] = _MethodsInterpreter(
         class_name="ScoreLink", function_name="apply", feature_array_name="margin").interpret(decomposed.link_ast)
     sources["ScoreHarness.java"] = _HARNESS
