@@ -3,11 +3,12 @@ format, without reading or decoding a single photo. Entry point for
 `spark-submit jobs/backfill_scores.py --model models:/NAME@ALIAS --format FORMAT --tables ROOT [--force]`
 and `photoscore backfill scores`.
 
-Formats: `native`, `onnx`, `m2cgen-c`, `m2cgen-python` score in a scalar-iterator Arrow UDF over
-the feature columns only (the scorer `photoscore score` runs, on the same float32 matrix), with the
-bundle shipped by `SparkContext.addArchive` and loaded once per Python worker. `m2cgen-java`
-registers the generated jar (wrapped in a UDF of N doubles) as a Java UDF: rows never leave the
-JVM. Failed rows become quarantine rows in SQL, the same for every format.
+Formats: `m2cgen-c` and `m2cgen-java` score inside the executors' JVM, rows never in Python: a
+Java mapPartitions hands blocks of rows' float32 features to the generated code (the C through JNI,
+the Java directly; udfs/spark_jvm.py). `native`, `onnx`, `m2cgen-python` score in a
+scalar-iterator Arrow UDF over the feature columns only (the scorer `photoscore score` runs, on the
+same float32 matrix), with the bundle shipped by `SparkContext.addArchive` and loaded once per
+Python worker. Failed rows become quarantine rows in SQL, the same for every format.
 
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
@@ -28,9 +29,6 @@ from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, 
 from udfs.errors import PhotoscoreError
 
 log = logging.getLogger("photoscore.backfill.scores")
-
-JVM_FORMAT = "m2cgen-java"
-
 
 @dataclass(frozen=True)
 class ScoreBackfillResult:
@@ -82,23 +80,28 @@ def _shipped(spark) -> set[str]:
     return {str(uri).rsplit("/", 1)[-1] for uri in spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(listed)}
 
 
-def score_column(spark, config: Config, bundle_dir: Path, names, export_format: str, model_name: str):
-    """The score of each row as a Column over the feature columns `names`: the one place the
-    formats differ. Null (or non-finite) where the scorer failed on that row.
+def scores_of(spark, config: Config, todo, bundle_dir: Path, names, export_format: str, model_name: str):
+    """`todo` (feature rows) -> (photo_id, content_sha256, score): the one place the formats
+    differ. Score null (or non-finite) where the scorer failed on that row.
 
-    `m2cgen-java`: the generated code as a Java UDF of N doubles (rows never leave the JVM). The
-    Python exports: a scalar-iterator Arrow UDF over one array of the N float32 features (identity
-    columns stay in the JVM), the bundle shipped with `addArchive` and loaded once per Python worker.
+    JVM formats: blocks of `spark.jvm_block_rows` rows through the generated kernel in the
+    executors' JVM (`spark.c_in_jvm: false` runs m2cgen-c in a Python worker instead, e.g. where
+    the driver has no JDK headers to build the JNI library). The Python exports: a scalar-iterator Arrow UDF over one array of the N float32
+    features (identity columns stay in the JVM), the bundle shipped with `addArchive` and loaded
+    once per Python worker.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
     from jobs.spark_session import set_arrow_batch_rows
-    from udfs.spark_udfs import register_java_scorer, score_arrays
+    from udfs.spark_jvm import JVM_FORMATS, score_rows_jvm
+    from udfs.spark_udfs import score_arrays
 
-    if export_format == JVM_FORMAT:
-        fname = register_java_scorer(spark, bundle_dir, config.home / "spark" / "udf-jars", names)
-        return F.call_function(fname, *[F.col(n).cast("double") for n in names])
+    in_jvm = export_format in JVM_FORMATS and (export_format != "m2cgen-c" or config.get("spark.c_in_jvm", True))
+    if in_jvm:
+        rows = todo.select("photo_id", "content_sha256", *[F.col(n).cast("float") for n in names])
+        return score_rows_jvm(spark, rows, bundle_dir, names, export_format, config.home / "spark" / "udf-jars",
+                              int(config.get("spark.jvm_block_rows", 1024)))
     set_arrow_batch_rows(spark, config, "spark.scoring_batch_rows", 20_000)
     # Ship the bundle to every executor as an archive Spark unpacks there (SparkFiles); a path
     # already added in this session is not added again.
@@ -107,7 +110,8 @@ def score_column(spark, config: Config, bundle_dir: Path, names, export_format: 
         spark.sparkContext.addArchive(str(archive))
     udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format), "double",
                     ArrowUDFType.SCALAR_ITER)
-    return udf(F.array(*[F.col(n).cast("float") for n in names]))
+    return todo.select("photo_id", "content_sha256",
+                       udf(F.array(*[F.col(n).cast("float") for n in names])).alias("score"))
 
 
 def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
@@ -122,7 +126,7 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
     ok = score.isNotNull() & ~F.isnan(score) & (F.abs(score) != float("inf"))
     detail = (F.when(score.isNull(), F.lit("the scorer failed on this row (its error is in the executor log)"))
               .otherwise(F.concat(F.lit("the scorer returned "), score.cast("string"))))
-    return (todo.withColumn("score", score_column(spark, config, bundle_dir, names, export_format, model_name))
+    return (scores_of(spark, config, todo, bundle_dir, names, export_format, model_name)
             .select(ok.alias("ok"), "photo_id", "content_sha256", "score",
                     F.lit(now_ms()).cast("long").alias("scored_at_ms"),
                     F.when(~ok, F.lit("score")).alias("stage"),

@@ -88,7 +88,8 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
     from jobs.cli import main as cli_main
     from models.registry import resolve_bundle
     from udfs.bundle import read_parity_report
-    from udfs.spark_udfs import python_udfs_in_plan, register_java_scorer
+    from udfs.spark_jvm import JVM_FORMATS, score_rows_jvm
+    from udfs.spark_udfs import python_udfs_in_plan
 
     root, _, config = backfilled
     register_views(spark, str(root))
@@ -117,12 +118,22 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
     assert local.keys() == base.keys()
     assert max(abs(local[k] - base[k]) for k in base) <= tolerance
 
-    # The JVM path runs no Python at all; the pandas path does.
+    # The JVM formats run no Python at all; a feature row with a null gets a null score (the job
+    # quarantines it), the other rows their scores.
+    from pyspark.sql import functions as F
+
     names = list(FEATURE_NAMES)
-    fname = register_java_scorer(spark, bundle, config.home / "spark" / "udf-jars", names)
-    jvm = spark.sql(f"SELECT {fname}({', '.join(f'CAST({n} AS DOUBLE)' for n in names)}) AS s FROM features")
-    assert python_udfs_in_plan(jvm) == []
-    assert jvm.count() == len(base)
+    features = spark.sql("SELECT * FROM features").select(
+        "photo_id", "content_sha256", *[F.col(n).cast("float") for n in names])
+    holed = features.withColumn(names[3], F.when(F.col("content_sha256") == min(base), None)
+                                .otherwise(F.col(names[3])))
+    for fmt in JVM_FORMATS:
+        jvm = score_rows_jvm(spark, holed, bundle, names, fmt, config.home / "spark" / "udf-jars", block_rows=7)
+        assert python_udfs_in_plan(jvm) == []
+        assert jvm.columns == ["photo_id", "content_sha256", "score"]
+        got = {r["content_sha256"]: r["score"] for r in jvm.collect()}
+        assert got.keys() == base.keys() and got[min(base)] is None, fmt
+        assert max(abs(got[k] - base[k]) for k in base if k != min(base)) <= tolerance, fmt
 
 
 def test_new_model_version_rescores_from_stored_features_only(spark, backfilled, spark_model_home,

@@ -1,6 +1,6 @@
 """Spark function wrappers over the pure `udfs/` functions: the mapInPandas functions of the feature
-backfill, the Arrow scoring UDF of the Python exports, and the JVM-native scoring UDF for the
-`m2cgen-java` export.
+backfill and the Arrow scoring UDF of the Python exports (the JVM-native scoring of the generated
+code is udfs/spark_jvm.py).
 
 Nothing here decides a feature or a score: hashing and extraction are `udfs.features`, scoring is
 a `udfs.scorers` scorer over the float32 matrix `udfs.scoring.score_frame` builds, so Spark, Flink
@@ -9,18 +9,12 @@ and load things once per worker.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import pandas as pd
 
 from udfs.decode import DecodeLimits, PhotoRejected
-from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FeatureRow, content_sha256, extract_features
 from udfs.photo_io import local_path, read_photo_bytes
 from udfs.quarantine import now_ms
@@ -172,145 +166,6 @@ def score_arrays(bundle_name: str, driver_bundle: str, export_format: str
     return run
 
 
-# --- scoring: JVM-native UDF ----------------------------------------------------------------------
-
-JAVA_PACKAGE = "photoscore.spark"
-GENERATED_CLASS = "photoscore.generated.Score"
-MAX_JAVA_UDF_ARGS = 22  # Spark's UDF0..UDF22 interfaces
-
-_ADAPTER = """package {package};
-
-import java.io.InputStream;
-import java.lang.invoke.MethodHandle;
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.MethodType;
-import java.net.URL;
-import java.net.URLClassLoader;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import org.apache.spark.sql.api.java.UDF{n};
-
-/** Spark UDF of {n} doubles over the m2cgen-generated {generated} of one model version
- *  (bundle {tag}). Taking N doubles, not a Seq, avoids boxing through Scala collections; the
- *  generated jar is loaded by a private class loader, so two versions' identically named
- *  classes never meet in one JVM. */
-public final class {cls} implements UDF{n}<{types}> {{
-    private static final MethodHandle SCORE = load();
-
-    private static MethodHandle load() {{
-        try (InputStream in = {cls}.class.getResourceAsStream("{resource}")) {{
-            if (in == null) throw new IllegalStateException("{resource} missing from the UDF jar");
-            Path jar = Files.createTempFile("photoscore-{tag}-", ".jar");
-            jar.toFile().deleteOnExit();
-            Files.copy(in, jar, StandardCopyOption.REPLACE_EXISTING);
-            URLClassLoader loader = new URLClassLoader(new URL[] {{ jar.toUri().toURL() }},
-                ClassLoader.getPlatformClassLoader());
-            Class<?> c = Class.forName("{generated}", true, loader);
-            return MethodHandles.publicLookup().findStatic(c, "score",
-                MethodType.methodType(double.class, double[].class));
-        }} catch (Exception e) {{
-            throw new IllegalStateException("cannot load the generated scorer of bundle {tag}", e);
-        }}
-    }}
-
-    @Override
-    public Double call({params}) throws Exception {{
-        if ({null_check}) return null;
-        try {{
-            return (double) SCORE.invokeExact(new double[] {{ {args} }});
-        }} catch (RuntimeException | Error e) {{
-            throw e;
-        }} catch (Throwable t) {{
-            throw new Exception(t);
-        }}
-    }}
-}}
-"""
-
-
-def pyspark_jars_dir() -> Path:
-    """The Spark jars the adapter compiles against ($SPARK_HOME/jars wins, else the pyspark wheel's)."""
-    home = os.environ.get("SPARK_HOME")
-    if home and (Path(home) / "jars").is_dir():
-        return Path(home) / "jars"
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent / "jars"
-
-
-def java_udf_class(bundle_dir: Path) -> str:
-    """Class name of the adapter for this bundle: unique per bundle content (its checksum listing)."""
-    digest = hashlib.sha256((Path(bundle_dir) / "checksums.json").read_bytes()).hexdigest()[:16]
-    return f"{JAVA_PACKAGE}.ScoreUdf_{digest}"
-
-
-def build_java_udf_jar(bundle_dir: Path | str, out_dir: Path | str, n_features: int) -> tuple[Path, str]:
-    """Compile the UDF adapter for the bundle's `score.jar` into `out_dir`; returns (jar, class name).
-
-    The jar holds the adapter and, as a resource, the bundle's generated `score.jar`: one file to
-    pass with `--jars` (or `spark.jars`, or `ADD JAR`). Built once per bundle, atomically.
-    """
-    from udfs.scorers.m2cgen_java import java_tool
-
-    bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
-    score_jar = bundle_dir / "score.jar"
-    if not score_jar.is_file():
-        raise PhotoscoreError(f"{score_jar} is missing: the bundle has no m2cgen-java export")
-    if not 0 < n_features <= MAX_JAVA_UDF_ARGS:
-        raise PhotoscoreError(
-            f"the m2cgen-java Spark UDF takes at most {MAX_JAVA_UDF_ARGS} features (Spark's UDF0..UDF22); "
-            f"this model has {n_features}: use --format native, onnx or m2cgen-c")
-    qualified = java_udf_class(bundle_dir)
-    cls = qualified.rsplit(".", 1)[1]
-    tag = cls.split("_", 1)[1]
-    jar = out_dir / f"{cls}.jar"
-    if jar.is_file():
-        return jar, qualified
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resource = f"score-{tag}.jar"
-    source = _ADAPTER.format(
-        package=JAVA_PACKAGE, cls=cls, n=n_features, tag=tag, resource=resource, generated=GENERATED_CLASS,
-        types=", ".join(["Double"] * (n_features + 1)),
-        params=", ".join(f"Double f{j}" for j in range(n_features)),
-        null_check=" || ".join(f"f{j} == null" for j in range(n_features)),
-        args=", ".join(f"f{j}" for j in range(n_features)))
-    with tempfile.TemporaryDirectory(prefix="photoscore-udf-", dir=out_dir) as tmp:
-        src_dir, classes = Path(tmp) / "src", Path(tmp) / "classes"
-        (src_dir / JAVA_PACKAGE.replace(".", "/")).mkdir(parents=True)
-        (classes / JAVA_PACKAGE.replace(".", "/")).mkdir(parents=True)
-        java_file = src_dir / JAVA_PACKAGE.replace(".", "/") / f"{cls}.java"
-        java_file.write_text(source)
-        cmd = [java_tool("javac"), "--release", "17", "-cp", f"{pyspark_jars_dir()}/*", "-d", str(classes),
-               str(java_file)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise PhotoscoreError(f"compiling the Spark UDF adapter for {bundle_dir} failed:\n{proc.stderr[-3000:]}")
-        staged = Path(tmp) / "udf.jar"
-        with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(classes.rglob("*.class")):
-                zf.write(path, path.relative_to(classes).as_posix())
-            zf.write(score_jar, f"{JAVA_PACKAGE.replace('.', '/')}/{resource}")
-        os.replace(staged, jar)
-    return jar, qualified
-
-
-def register_java_scorer(spark, bundle_dir: Path | str, jar_dir: Path | str, feature_names: Sequence[str]) -> str:
-    """Build (once) and register the bundle's JVM scoring UDF; returns the SQL function name.
-
-    `ADD JAR` puts the jar on the driver's session class loader and ships it to every executor, so
-    the same call works on `local[*]` and on a cluster; a jar already given with `--jars` is
-    simply found on the class path.
-    """
-    from pyspark.sql.types import DoubleType
-
-    jar, qualified = build_java_udf_jar(bundle_dir, jar_dir, len(feature_names))
-    spark.sql(f"ADD JAR '{jar}'")
-    name = "photoscore_" + qualified.rsplit("_", 1)[1]
-    spark.udf.registerJavaFunction(name, qualified, DoubleType())
-    return name
-
-
 def python_udfs_in_plan(df) -> list[str]:
     """Python-executing operators in a DataFrame's physical plan (empty: rows never leave the JVM)."""
     plan = df._jdf.queryExecution().executedPlan().toString()
@@ -321,6 +176,5 @@ def python_udfs_in_plan(df) -> list[str]:
 
 __all__ = [
     "HASH_SCHEMA", "EXTRACT_SCHEMA", "FEATURE_VERSION", "hash_partitions",
-    "extract_partitions", "score_arrays", "bundle_on_worker", "cached_scorer", "build_java_udf_jar",
-    "register_java_scorer", "java_udf_class", "python_udfs_in_plan", "pyspark_jars_dir",
+    "extract_partitions", "score_arrays", "bundle_on_worker", "cached_scorer", "python_udfs_in_plan",
 ]
