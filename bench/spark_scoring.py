@@ -1,9 +1,11 @@
 """Spark scoring bench: 1 M stored feature rows, one model (default 300 trees, depth 8), `local[2]`.
 
 Rows/s of `mlflow.pyfunc.spark_udf` (the baseline a user would pick; warm) vs each of our paths
-(`native`, `onnx`, `m2cgen-c` as a scalar-iterator Arrow UDF; `m2cgen-java` as a JVM UDF of N
-doubles), the in-process rows/s of the same scorer x 2 cores (the limit: Spark adding nothing), and
-an Arrow UDF that scores nothing (the transfer cost every Python path pays on the same cores).
+(`native`, `onnx` as a scalar-iterator Arrow UDF in a Python worker; `m2cgen-c` through JNI and
+`m2cgen-java` in the executors' JVM, blocks of rows per kernel call; and `m2cgen-c-python`, the same C
+in a Python worker, `spark.c_in_jvm: false`), the in-process rows/s of the same scorer x 2 cores (the
+limit: Spark adding nothing), and an Arrow UDF that scores nothing (the transfer cost every Python
+path pays on the same cores).
 Each Spark path runs twice over a cached DataFrame and the second (warm) run is timed; output goes
 to Spark's `noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
 
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--trees", type=int, default=300)
     parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, e.g. spark.jvm_block_rows=4096")
     args = parser.parse_args(argv)
 
     from jobs.backfill_scores import score_frame_spark
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
     os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
-    config = load_config()
+    config = load_config(args.overrides)
     print(f"training and registering xgboost {args.trees} trees depth {args.depth} ...", flush=True)
     model_uri = register_model(config, args.trees, args.depth, workdir)
     name, version, bundle = resolve_bundle(model_uri, config)
@@ -124,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
         results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
         print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
-        for fmt in ("native", "onnx", "m2cgen-c", "m2cgen-java"):
-            scored = score_frame_spark(spark, config, df, bundle, names, fmt, name)
-            results[fmt] = warm_seconds(scored)
-            print(f"  {fmt:<14} {args.rows / results[fmt]:>12,.0f} rows/s", flush=True)
+        python_c = load_config([*args.overrides, "spark.c_in_jvm=false"])
+        for path, fmt, cfg in (("native", "native", config), ("onnx", "onnx", config),
+                               ("m2cgen-c", "m2cgen-c", config), ("m2cgen-java", "m2cgen-java", config),
+                               ("m2cgen-c-python", "m2cgen-c", python_c)):
+            scored = score_frame_spark(spark, cfg, df, bundle, names, fmt, name)
+            results[path] = warm_seconds(scored)
+            print(f"  {path:<15} {args.rows / results[path]:>12,.0f} rows/s", flush=True)
         from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
         identity = arrow_udf(identity_arrays, "double", ArrowUDFType.SCALAR_ITER)
@@ -140,18 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     rps = {k: args.rows / v for k, v in results.items()}
     paths = [k for k in rps if k != "spark_udf"]
     best = max(paths, key=rps.get)
-    in_process_fmt = best if best != "m2cgen-java" else "m2cgen-c"  # the Java harness forks a JVM per call
+    # The Java harness forks a JVM per call; m2cgen-c-python runs the m2cgen-c scorer.
+    in_process_fmt = {"m2cgen-java": "m2cgen-c", "m2cgen-c-python": "m2cgen-c"}.get(best, best)
     scorer = load_scorer(bundle, in_process_fmt)
     scorer.score(X[:10_000])
     limit = CORES * args.rows / timed(lambda: scorer.score(X))
     print()
-    print(f"{'path':<14} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
+    print(f"{'path':<15} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
     for key in ["spark_udf", *paths]:
-        print(f"{key:<14} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
-    print(f"{'limit':<14} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
+        print(f"{key:<15} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
+    print(f"{'limit':<15} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
     # Transfer and scoring share the same cores: a Python path cannot beat 1 / (1/transfer + 1/limit).
     ceiling = 1 / (1 / transfer + 1 / limit)
-    print(f"{'arrow-identity':<14} {transfer:>12,.0f}   (Arrow round trip alone; Python-path ceiling "
+    print(f"{'arrow-identity':<15} {transfer:>12,.0f}   (Arrow round trip alone; Python-path ceiling "
           f"1/(1/transfer + 1/limit) = {ceiling:,.0f} rows/s = {ceiling / limit:.2f} of the limit)")
     core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
     print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "

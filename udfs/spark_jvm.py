@@ -1,7 +1,7 @@
 """JVM-native Spark scoring: the generated code run inside the executors' JVM, rows never in Python.
 
-`score_rows_jvm` maps each partition through `photoscore.spark.BlockScorer` (a Java
-`MapPartitionsFunction`): it gathers `spark.jvm_block_rows` rows' float32 features into one array,
+`score_rows_jvm` maps each partition of Spark's internal rows through
+`photoscore.spark.BlockScorer` (Java, no Row encoder: no per-column conversion): it gathers `spark.jvm_block_rows` rows' float32 features into one array,
 scores them with one kernel call, and appends a `score` column to the rows' other columns. The
 kernel is per format and per bundle, one class with `static void scoreBlock(float[] x, int n,
 double[] out)` (row-major n x N_FEATURES, the C export's ABI):
@@ -47,11 +47,13 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
-import org.apache.spark.api.java.function.MapPartitionsFunction;
+import org.apache.spark.api.java.function.FlatMapFunction;
+import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Dataset;
-import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
-import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
+import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
@@ -60,24 +62,28 @@ import org.slf4j.LoggerFactory;
 
 /** Scores a Dataset's rows in blocks with a kernel class's static scoreBlock(float[], int, double[]).
  *  Output: the input's non-feature columns, then `score` (null where a feature is null or the kernel
- *  failed on that row alone). */
-public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
+ *  failed on that row alone). Works on Spark's internal rows: no conversion of the columns to Java
+ *  objects and back (through a Row encoder that conversion cost as much as the C scoring). */
+public final class BlockScorer implements FlatMapFunction<Iterator<InternalRow>, InternalRow> {
     private static final long serialVersionUID = 1L;
     private static final Logger LOG = LoggerFactory.getLogger(BlockScorer.class);
     private final String kernelClass;
     private final int[] features;
     private final int[] kept;
+    private final DataType[] keptTypes;
     private final int blockRows;
 
-    private BlockScorer(String kernelClass, int[] features, int[] kept, int blockRows) {
+    private BlockScorer(String kernelClass, int[] features, int[] kept, DataType[] keptTypes, int blockRows) {
         this.kernelClass = kernelClass;
         this.features = features;
         this.kept = kept;
+        this.keptTypes = keptTypes;
         this.blockRows = blockRows;
     }
 
     /** `df` with float `featureNames` (in the model's order) -> its other columns plus `score`. */
     public static Dataset<Row> score(Dataset<Row> df, List<String> featureNames, String kernelClass, int blockRows) {
+        org.apache.spark.sql.classic.Dataset<Row> classic = (org.apache.spark.sql.classic.Dataset<Row>) df;
         StructType in = df.schema();
         int[] features = new int[featureNames.size()];
         for (int j = 0; j < features.length; j++) {
@@ -96,12 +102,15 @@ public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
         }
         outFields.add(DataTypes.createStructField("score", DataTypes.DoubleType, true));
         int[] kept = keptList.stream().mapToInt(Integer::intValue).toArray();
-        return df.mapPartitions(new BlockScorer(kernelClass, features, kept, blockRows),
-            Encoders.row(DataTypes.createStructType(outFields)));
+        DataType[] keptTypes = new DataType[kept.length];
+        for (int k = 0; k < kept.length; k++) keptTypes[k] = in.fields()[kept[k]].dataType();
+        RDD<InternalRow> scored = classic.queryExecution().toRdd().toJavaRDD()
+            .mapPartitions(new BlockScorer(kernelClass, features, kept, keptTypes, blockRows)).rdd();
+        return classic.sparkSession().internalCreateDataFrame(scored, DataTypes.createStructType(outFields), false);
     }
 
     @Override
-    public Iterator<Row> call(Iterator<Row> input) throws Exception {
+    public Iterator<InternalRow> call(Iterator<InternalRow> input) throws Exception {
         ClassLoader loader = Thread.currentThread().getContextClassLoader();
         MethodHandle kernel = MethodHandles.publicLookup().findStatic(
             Class.forName(kernelClass, true, loader), "scoreBlock",
@@ -109,11 +118,11 @@ public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
         return new Blocks(input, kernel);
     }
 
-    private final class Blocks implements Iterator<Row> {
-        private final Iterator<Row> input;
+    private final class Blocks implements Iterator<InternalRow> {
+        private final Iterator<InternalRow> input;
         private final MethodHandle kernel;
         private final int d = features.length;
-        private final Row[] rows = new Row[blockRows];
+        private final Object[][] keptValues = new Object[blockRows][];
         private final boolean[] missing = new boolean[blockRows];
         private final float[] x = new float[blockRows * d];
         private final double[] out = new double[blockRows];
@@ -122,7 +131,7 @@ public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
         private int size;
         private int next;
 
-        Blocks(Iterator<Row> input, MethodHandle kernel) {
+        Blocks(Iterator<InternalRow> input, MethodHandle kernel) {
             this.input = input;
             this.kernel = kernel;
         }
@@ -133,21 +142,24 @@ public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
         }
 
         @Override
-        public Row next() {
+        public InternalRow next() {
             if (!hasNext()) throw new NoSuchElementException();
-            Row row = rows[next];
-            Object[] values = new Object[kept.length + 1];
-            for (int k = 0; k < kept.length; k++) values[k] = row.get(kept[k]);
+            Object[] values = keptValues[next];
             values[kept.length] = missing[next] ? null : out[next];
-            rows[next++] = null;
-            return RowFactory.create(values);
+            keptValues[next++] = null;
+            return new GenericInternalRow(values);
         }
 
         private boolean fill() {
             size = 0;
             next = 0;
             while (size < blockRows && input.hasNext()) {
-                Row row = input.next();
+                // The scan reuses its row object: copy what outlives this call (the kept columns).
+                InternalRow row = input.next();
+                Object[] values = new Object[kept.length + 1];
+                for (int k = 0; k < kept.length; k++) {
+                    values[k] = row.isNullAt(kept[k]) ? null : InternalRow.copyValue(row.get(kept[k], keptTypes[k]));
+                }
                 boolean isNull = false;
                 for (int j = 0; j < d; j++) {
                     int c = features[j];
@@ -158,7 +170,7 @@ public final class BlockScorer implements MapPartitionsFunction<Row, Row> {
                         x[size * d + j] = row.getFloat(c);
                     }
                 }
-                rows[size] = row;
+                keptValues[size] = values;
                 missing[size++] = isNull;
             }
             if (size == 0) return false;
