@@ -263,6 +263,54 @@ def bootstrap_servers(config) -> str:
     return state["bootstrap"]
 
 
+# ---------------------------------------------------------------- consumer fetch wait
+
+# fetch.max.wait.ms per broker kind, for every consumer here (the stream job's source, `tail`, the
+# bench). Why it differs:
+# - Tansu 0.6 holds a Fetch that finds no data for the whole wait (it re-checks only every
+#   min(wait, 250 ms)), so on the in-memory engine a short wait is what keeps latency low.
+# - On its s3:// engine each partition's Fetch first LISTs *every* batch object of the partition
+#   (one object per produced batch, never deleted: retention is not enforced) and stops listing
+#   when the wait has passed - it then answers with no records although they exist, and the
+#   consumer asks again, forever: a consumer whose wait is shorter than that LIST (10 ms covers
+#   ~500 single-record batches, 20 ms ~1,500, less while the machine is busy) stops receiving
+#   anything, and its retries keep SeaweedFS busy. 250 ms covers ~5,000 batches per partition on
+#   an idle machine and bounds the LISTs to ~4/s per consumer and partition; it costs ~W/2 of
+#   latency per consumer hop when idle (measurements: docs/streaming.md, "Durable broker").
+# - A real Kafka answers as soon as data arrives, so its usual 500 ms costs nothing.
+FETCH_WAIT_MS = {"ephemeral": 20, "durable": 250, "external": 500}
+FETCH_WAIT_KEY = "kafka.fetch_max_wait_ms"
+
+
+def broker_kind(config) -> str:
+    """'external' when kafka.bootstrap is set, else the running embedded broker's mode, else the
+    mode `broker start` would use (`kafka.embedded_mode`)."""
+    if external_bootstrap(config):
+        return "external"
+    state = _read_json(broker_paths(config).state) or {}
+    mode = state.get("mode") or str(config.get("kafka.embedded_mode", DEFAULT_MODE) or DEFAULT_MODE)
+    return mode if mode in MODES else DEFAULT_MODE
+
+
+def fetch_wait_ms(config, key: str = FETCH_WAIT_KEY, kind: str | None = None) -> int:
+    """fetch.max.wait.ms for a consumer of this config's broker.
+
+    A number under `key` (e.g. `kafka.fetch_max_wait_ms`, or `flink.fetch_max_wait_ms` for the
+    job's source) wins; absent, empty or "auto" means the broker kind's value in FETCH_WAIT_MS
+    (`kind` forces one, e.g. before the broker is started).
+    """
+    value = config.get(key)
+    if value not in (None, "", "auto"):
+        try:
+            wait = int(value)
+        except (TypeError, ValueError):
+            raise PhotoscoreError(f"{key} must be a number of milliseconds or 'auto', got {value!r}") from None
+        if wait < 0:
+            raise PhotoscoreError(f"{key} must be >= 0, got {wait}")
+        return wait
+    return FETCH_WAIT_MS[kind or broker_kind(config)]
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

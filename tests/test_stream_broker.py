@@ -1,18 +1,20 @@
-"""The embedded broker's lifecycle and configureTopics.sh against a real Tansu process."""
+"""The embedded broker's lifecycle and configureTopics.sh against a real Tansu process; the
+consumers' fetch wait per broker kind (a short one starves consumers of the durable broker)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from jobs.broker import (broker_status, configure_topics, kafka_metadata, pid_alive, start_broker, stop_broker,
-                         topic_specs)
+from jobs.broker import (FETCH_WAIT_MS, broker_kind, broker_status, configure_topics, fetch_wait_ms, kafka_metadata,
+                         pid_alive, start_broker, stop_broker, topic_specs)
 from jobs.config import load_config
 from udfs.errors import PhotoscoreError
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,7 @@ def _script(home: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([str(REPO / "configureTopics.sh")], capture_output=True, text=True, env=full, timeout=120)
 
 
+@pytest.mark.integration
 def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
     home = tmp_path / "home"
     config = load_config([f"home={home}"], env={})
@@ -55,6 +58,7 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
     assert not pid_alive(state["tansu_pid"]) and not broker_status(config)["healthy"]
 
 
+@pytest.mark.integration
 def test_configure_topics_fails_clearly_without_a_broker(tmp_path):
     out = _script(tmp_path / "nohome")
     assert out.returncode != 0 and "no broker" in out.stderr
@@ -63,8 +67,85 @@ def test_configure_topics_fails_clearly_without_a_broker(tmp_path):
     assert out.returncode != 0 and f"127.0.0.1:{port}" in out.stderr
 
 
+@pytest.mark.integration
 def test_external_bootstrap_starts_nothing(tmp_path):
     config = load_config([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
     with pytest.raises(PhotoscoreError, match="no local broker is started"):
         start_broker(config)
     assert not (tmp_path / "broker").exists()
+
+
+# ---------------------------------------------------------------- fetch wait per broker kind
+
+def test_fetch_wait_follows_the_broker_kind_unless_configured(tmp_path):
+    durable = load_config([f"home={tmp_path}"], env={})
+    assert broker_kind(durable) == "durable" and fetch_wait_ms(durable) == FETCH_WAIT_MS["durable"]
+    ephemeral = load_config([f"home={tmp_path}", "kafka.embedded_mode=ephemeral"], env={})
+    assert fetch_wait_ms(ephemeral) == FETCH_WAIT_MS["ephemeral"]
+    external = load_config([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
+    assert broker_kind(external) == "external" and fetch_wait_ms(external) == FETCH_WAIT_MS["external"]
+    # The running broker's mode wins over the configured one (a durable broker started by hand).
+    (tmp_path / "broker").mkdir()
+    (tmp_path / "broker" / "state.json").write_text(json.dumps({"mode": "durable", "bootstrap": "127.0.0.1:1"}))
+    assert broker_kind(ephemeral) == "durable" and fetch_wait_ms(ephemeral) == FETCH_WAIT_MS["durable"]
+    # A number wins; "auto" is the kind's value; `kind` forces one; the job's key works the same way.
+    assert fetch_wait_ms(load_config([f"home={tmp_path}", "kafka.fetch_max_wait_ms=75"], env={})) == 75
+    assert fetch_wait_ms(load_config([f"home={tmp_path}", "kafka.fetch_max_wait_ms=auto"], env={})) == 250
+    assert fetch_wait_ms(durable, kind="ephemeral") == FETCH_WAIT_MS["ephemeral"]
+    job = load_config([f"home={tmp_path}", "flink.fetch_max_wait_ms=auto"], env={})
+    assert fetch_wait_ms(job, "flink.fetch_max_wait_ms") == FETCH_WAIT_MS["durable"]
+    for bad in ("soon", "-5"):
+        with pytest.raises(PhotoscoreError, match="kafka.fetch_max_wait_ms"):
+            fetch_wait_ms(load_config([f"home={tmp_path}", f"kafka.fetch_max_wait_ms={bad}"], env={}))
+
+
+def test_durable_wait_outlasts_what_a_short_wait_cannot_list():
+    # Tansu's s3:// engine LISTs a partition's batches within the fetch wait (~10-20 µs per batch
+    # on SeaweedFS): the durable wait must cover thousands, the old 10-20 ms covered a few hundred.
+    assert FETCH_WAIT_MS["durable"] >= 200 > 20 >= FETCH_WAIT_MS["ephemeral"]
+
+
+@pytest.mark.integration
+def test_durable_consumers_read_a_partition_of_many_single_record_batches(tmp_path):
+    """Every produce request of one record is one S3 object; with the durable broker's fetch wait a
+    consumer still reads the whole partition and then its newest record."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from jobs.commands.tail import read_topic
+
+    config = load_config([f"home={tmp_path / 'home'}"], env={})
+    n_batches, producers = 1200, 4
+    try:
+        bootstrap = start_broker(config, mode="durable")["bootstrap"]
+        configure_topics(bootstrap, {"many": {"partitions": 1, "retention.ms": 3_600_000}})
+
+        def produce(n: int, first: int) -> None:
+            # Waiting for each send makes every record its own batch (its own object).
+            producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+            for i in range(first, first + n):
+                producer.send("many", value=b"%d" % i, partition=0).get(timeout=30)
+            producer.close()
+
+        threads = [threading.Thread(target=produce, args=(n_batches // producers, k * n_batches // producers))
+                   for k in range(producers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait = fetch_wait_ms(config)
+        assert wait == FETCH_WAIT_MS["durable"]
+        records = list(read_topic(bootstrap, "many", idle_s=5.0, fetch_wait_ms=wait))
+        assert sorted(int(v) for _, _, v in records) == list(range(n_batches))
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait)
+        tp = TopicPartition("many", 0)
+        consumer.assign([tp])
+        consumer.seek(tp, n_batches - 1)
+        newest = []
+        for _ in range(50):
+            newest += [r.offset for batch in consumer.poll(timeout_ms=200).values() for r in batch]
+            if newest:
+                break
+        consumer.close()
+        assert newest == [n_batches - 1]
+    finally:
+        stop_broker(config)
