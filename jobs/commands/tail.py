@@ -14,16 +14,19 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, follow: bool = False):
+def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, follow: bool = False,
+               fetch_wait_ms: int = 500):
     """Yield (partition, offset, value bytes) of every record from the beginning of `topic`.
 
     No consumer group: every partition is assigned and read from its earliest offset, so tailing
     never moves anyone's committed offsets (and does not rely on ListOffsets(latest)).
+    `fetch_wait_ms` is the consumer's fetch.max.wait.ms: `jobs.broker.fetch_wait_ms(config)` gives
+    the broker's (too short a wait on the durable Tansu broker returns nothing at all).
     """
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             fetch_max_wait_ms=50, client_id="photoscore-tail")
+                             fetch_max_wait_ms=fetch_wait_ms, client_id="photoscore-tail")
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
@@ -45,11 +48,12 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, 
 
 
 def run(args, config) -> int:
-    from jobs.broker import bootstrap_servers
+    from jobs.broker import bootstrap_servers, fetch_wait_ms
 
     topic = config[f"kafka.topics.{args.topic}"]
     n = 0
-    for _, _, value in read_topic(bootstrap_servers(config), topic, args.idle, args.limit, args.follow):
+    for _, _, value in read_topic(bootstrap_servers(config), topic, args.idle, args.limit, args.follow,
+                                  fetch_wait_ms(config)):
         sys.stdout.write((value or b"").decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         n += 1
