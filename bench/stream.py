@@ -7,6 +7,8 @@ upload is decoded - the content cache would otherwise hide the work):
  (c) end-to-end latency p50/p99 (uploaded_at_ms -> score record received by a consumer) at 80% of (b)
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
 Every run checks produced = scored + dead-lettered (`lost`).
+The job's source and this bench's consumer use the broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS:
+a short one starves consumers of the durable broker); the brokers' CPU from (b) on is printed.
 
     .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--set KEY=VALUE]
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -65,12 +68,14 @@ def limit_pps(paths: list[Path], model, limits) -> float:
 class ScoreWatcher(threading.Thread):
     """Consumes photos.scores and photos.dlq from the beginning; records receive time per upload ref."""
 
-    def __init__(self, bootstrap: str, topics: list[str]):
+    def __init__(self, bootstrap: str, topics: list[str], fetch_wait_ms: int):
         super().__init__(daemon=True)
         from kafka import KafkaConsumer, TopicPartition
 
+        # The broker's own fetch wait (jobs.broker.fetch_wait_ms): on the durable broker a short one
+        # makes Tansu answer empty fetches once a partition holds a few hundred batches.
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                      fetch_max_wait_ms=10)
+                                      fetch_max_wait_ms=fetch_wait_ms)
         parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])]
         self.consumer.assign(parts)
         self.consumer.seek_to_beginning()
@@ -137,22 +142,41 @@ def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list
             "to_consumer_p50_ms": float(np.median((received - scored)[has_score])) if has_score.any() else float("nan")}
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) a live process has used so far; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0.0
+
+
 def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
              corpus_dir: Path, work: Path) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
-    from jobs.broker import configure_topics, start_broker, stop_broker, topic_specs
+    from jobs.broker import FETCH_WAIT_MS, configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
     from jobs.commands.stream import start_stream, stop_stream
     from jobs.config import load_config
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-stream-{mode}-"))
     config = load_config([f"home={home}", *base_config_args], env={})
-    out: dict = {"mode": mode}
+    if not any(a.startswith("flink.fetch_max_wait_ms=") for a in base_config_args):
+        # The job's source gets this broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS) unless
+        # --set says otherwise: one value for both modes is wrong for one of them.
+        config = load_config([f"home={home}", *base_config_args, f"flink.fetch_max_wait_ms={FETCH_WAIT_MS[mode]}"],
+                             env={})
+    out: dict = {"mode": mode, "source_wait_ms": fetch_wait_ms(config, "flink.fetch_max_wait_ms", mode),
+                 "consumer_wait_ms": fetch_wait_ms(config, kind=mode)}
     try:
-        bootstrap = start_broker(config, mode=mode)["bootstrap"]
+        state = start_broker(config, mode=mode)
+        bootstrap = state["bootstrap"]
+        broker_pids = {"tansu": state["tansu_pid"], "seaweedfs": state.get("seaweedfs_pid")}
         configure_topics(bootstrap, topic_specs(config))
         start_stream(config)
         topic = config["kafka.topics.uploaded"]
-        watcher = ScoreWatcher(bootstrap, [config["kafka.topics.scores"], config["kafka.topics.dlq"]])
+        watcher = ScoreWatcher(bootstrap, [config["kafka.topics.scores"], config["kafka.topics.dlq"]],
+                               out["consumer_wait_ms"])
         watcher.start()
         # The job is up and the model loaded once a first score arrives.
         first = send(bootstrap, topic, photos[:4], 0, "first")
@@ -164,7 +188,8 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         warm = send(bootstrap, topic, warmup, 0, "warm")
         watcher.wait_for(set(warm), 600)
         produced += len(warm)
-        # (b) backlog drain: max sustained rate.
+        # (b) backlog drain: max sustained rate. The broker's CPU is counted from here to the end.
+        cpu0, wall0 = {k: cpu_seconds(p) for k, p in broker_pids.items()}, time.monotonic()
         backlog = photos[4:]
         t0 = time.time() * 1000
         refs = send(bootstrap, topic, backlog, 0, "max")
@@ -186,6 +211,8 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         out.update(rate_c=rate, loaded=loaded, p50_ms=loaded["p50_ms"], p99_ms=loaded["p99_ms"])
         # (d) the seed's load.
         out["seed_holds"] = out["stream_pps"] >= SEED_LOAD_PPS
+        wall = time.monotonic() - wall0
+        out["broker_cores"] = {k: (cpu_seconds(p) - cpu0[k]) / wall for k, p in broker_pids.items() if p}
         watcher.stop.set()
         watcher.join(5)
         out["produced"] = produced
@@ -256,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, lat in (("0.5 s apart", r["idle"]), (f"{r['rate_c']:.1f}/s", r["loaded"])):
             print(f"{r['mode']:<10} {label:<12} {lat['p50_ms']:8.1f} {lat['p99_ms']:8.1f} "
                   f"{lat['to_scored_p50_ms']:15.1f} {lat['to_consumer_p50_ms']:17.1f}")
+    for r in rows:
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in r["broker_cores"].items())
+        print(f"{r['mode']}: fetch.max.wait.ms source {r['source_wait_ms']} / consumer {r['consumer_wait_ms']}; "
+              f"broker CPU from (b) on, in cores: {cores}")
     for r in rows:
         if not r["seed_holds"]:
             print(f"(d) {r['mode']}: 833 uploads/s needs ~{SEED_LOAD_PPS / r['stream_pps']:.0f}x this machine's "
