@@ -166,7 +166,8 @@ def kafka_source(cfg: dict):
                .set_bootstrap_servers(cfg["bootstrap"])
                .set_topics(cfg["topic_uploaded"])
                .set_group_id(cfg["group_id"])
-               # Tansu holds a fetch for the whole fetch.max.wait.ms: keep it short for latency.
+               # Per broker kind (jobs.broker.fetch_wait_ms): Tansu holds an empty fetch for the whole
+               # wait, and its s3 engine answers empty when the wait is shorter than its partition LIST.
                .set_property("fetch.max.wait.ms", str(cfg["fetch_max_wait_ms"]))
                .set_property("partition.discovery.interval.ms", "10000")
                .set_property("commit.offsets.on.checkpoint", "true"))

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from jobs.broker import fetch_wait_ms
 from udfs.errors import PhotoscoreError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ DEFAULTS = {
     "flink.python": "",                      # interpreter of the flink env; '' = <repo>/.venv-flink/bin/python
     "flink.jobmanager": "",                  # HOST:PORT of a session cluster's REST API; '' = mini-cluster
     "flink.group_id": "photoscore-stream",
-    "flink.fetch_max_wait_ms": 20,
+    "flink.fetch_max_wait_ms": "auto",       # the broker kind's wait (jobs.broker.fetch_wait_ms)
     "flink.model_poll_interval_ms": 2000,
     "flink.cache_ttl_ms": 86_400_000,
     "flink.python_bundle_size": 1,
@@ -136,7 +137,7 @@ def job_config(config, bootstrap: str, tracking_uri: str, export_format: str | N
         "topic_scores": config["kafka.topics.scores"],
         "topic_dlq": config["kafka.topics.dlq"],
         "group_id": _get(config, "flink.group_id"),
-        "fetch_max_wait_ms": int(_get(config, "flink.fetch_max_wait_ms")),
+        "fetch_max_wait_ms": fetch_wait_ms(config, "flink.fetch_max_wait_ms"),
         "export_format": export_format or config.get("scoring.format", "native"),
         "model_poll_interval_ms": int(_get(config, "flink.model_poll_interval_ms")),
         "cache_ttl_ms": int(_get(config, "flink.cache_ttl_ms")),
