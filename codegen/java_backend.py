@@ -273,32 +273,36 @@ final class ScorePart{k} {{
 """
 
 
-def _lane_walk(lanes: int, op: str) -> str:
-    decl = "\n".join(f"            int b{j} = (t + {j}) * NI, i{j} = 0;" for j in range(lanes))
-    step = "\n".join(f"                i{j} = 2 * i{j} + (x[FEAT[b{j} + i{j}]] {op} THR[b{j} + i{j}] ? 1 : 2);"
-                      for j in range(lanes))
-    add = "\n".join(f"            s += LEAF[(t + {j}) * NL + i{j} - NI];" for j in range(lanes))
-    return f"""        for (; t + {lanes} <= N_TREES; t += {lanes}) {{
-{decl}
-            for (int k = 0; k < DEPTH; k++) {{
-{step}
-            }}
-{add}
-        }}"""
+def _interleaved_walk(var: str, bound: str, lanes: int, decl: str, step: str, add: str, indent: int) -> str:
+    """Java loop advancing `var` by `lanes` while `var + lanes <= bound`: each pass walks `lanes`
+    independent index chains DEPTH levels down (`decl`, `step`, `add`: one line per lane, `{j}` the
+    lane), so the CPU overlaps their load -> compare -> index latencies."""
+    pad = " " * indent
+
+    def lines(template: str, extra: int) -> str:
+        return "\n".join(pad + " " * extra + template.format(j=j) for j in range(lanes))
+
+    return f"""{pad}for (; {var} + {lanes} <= {bound}; {var} += {lanes}) {{
+{lines(decl, 4)}
+{pad}    for (int k = 0; k < DEPTH; k++) {{
+{lines(step, 8)}
+{pad}    }}
+{lines(add, 4)}
+{pad}}}"""
+
+
+def _tree_lane_walk(lanes: int, op: str) -> str:
+    """ScoreForest.sum's walk: `lanes` trees at once for one float64 row."""
+    return _interleaved_walk("t", "N_TREES", lanes, "int b{j} = (t + {j}) * NI, i{j} = 0;",
+                             "i{j} = 2 * i{j} + (x[FEAT[b{j} + i{j}]] " + op + " THR[b{j} + i{j}] ? 1 : 2);",
+                             "s += LEAF[(t + {j}) * NL + i{j} - NI];", 8)
 
 
 def _row_lane_walk(lanes: int, op: str) -> str:
-    decl = "\n".join(f"                int o{j} = (r + {j}) * d, i{j} = 0;" for j in range(lanes))
-    step = "\n".join(f"                    i{j} = 2 * i{j} + (x[o{j} + FEAT[b + i{j}]] {op} THR32[b + i{j}] ? 1 : 2);"
-                      for j in range(lanes))
-    add = "\n".join(f"                acc[r + {j}] += LEAF[l + i{j}];" for j in range(lanes))
-    return f"""            for (; r + {lanes} <= end; r += {lanes}) {{
-{decl}
-                for (int k = 0; k < DEPTH; k++) {{
-{step}
-                }}
-{add}
-            }}"""
+    """ScoreForest.sumBlock's walk: `lanes` float32 rows at once through tree t."""
+    return _interleaved_walk("r", "end", lanes, "int o{j} = (r + {j}) * d, i{j} = 0;",
+                             "i{j} = 2 * i{j} + (x[o{j} + FEAT[b + i{j}]] " + op + " THR32[b + i{j}] ? 1 : 2);",
+                             "acc[r + {j}] += LEAF[l + i{j}];", 12)
 
 
 def _forest_class(forest: FlatForest, n_parts: int) -> str:
@@ -337,8 +341,8 @@ final class ScoreForest {{
         }}
         double s = 0.0;
         int t = 0;
-{_lane_walk(TREE_LANES, op)}
-{_lane_walk(1, op)}
+{_tree_lane_walk(TREE_LANES, op)}
+{_tree_lane_walk(1, op)}
         return s;
     }}
 
