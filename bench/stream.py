@@ -160,12 +160,11 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
     from jobs.config import load_config
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-stream-{mode}-"))
-    config = load_config([f"home={home}", *base_config_args], env={})
-    if not any(a.startswith("flink.fetch_max_wait_ms=") for a in base_config_args):
-        # The job's source gets this broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS) unless
-        # --set says otherwise: one value for both modes is wrong for one of them.
-        config = load_config([f"home={home}", *base_config_args, f"flink.fetch_max_wait_ms={FETCH_WAIT_MS[mode]}"],
-                             env={})
+    # The job's source gets this broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS) unless --set
+    # says otherwise: one value for both modes is wrong for one of them.
+    source_wait = ([] if any(a.startswith("flink.fetch_max_wait_ms=") for a in base_config_args)
+                   else [f"flink.fetch_max_wait_ms={FETCH_WAIT_MS[mode]}"])
+    config = load_config([f"home={home}", *base_config_args, *source_wait], env={})
     out: dict = {"mode": mode, "source_wait_ms": fetch_wait_ms(config, "flink.fetch_max_wait_ms", mode),
                  "consumer_wait_ms": fetch_wait_ms(config, kind=mode)}
     try:

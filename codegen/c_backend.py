@@ -323,20 +323,26 @@ def _run(cmd: list[str], cwd: Path, what: str) -> None:
         raise PhotoscoreError(f"{what} failed in {cwd} ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
 
 
+def c_toolchain(bundle_dir: Path) -> tuple[Path, list[str]]:
+    """(the bundle's generated source, `score.c` or CatBoost's `score.cpp`; the compiler command
+    prefix for its language: compiler, -O3, its -std)."""
+    bundle_dir = Path(bundle_dir)
+    if (bundle_dir / C_SOURCE).is_file():
+        compiler, source, std = shutil.which("gcc") or shutil.which("cc"), C_SOURCE, "-std=c99"
+    elif (bundle_dir / CPP_SOURCE).is_file():
+        compiler, source, std = shutil.which("g++") or shutil.which("c++"), CPP_SOURCE, "-std=c++17"
+    else:
+        raise PhotoscoreError(f"{bundle_dir}: neither {C_SOURCE} nor {CPP_SOURCE} found; run generate_exports first")
+    if compiler is None:
+        raise PhotoscoreError("no C/C++ compiler on PATH: install gcc/g++ to build the m2cgen-c export")
+    return bundle_dir / source, [compiler, "-O3", std]
+
+
 def build_c(bundle_dir: Path) -> str:
     """Compile the bundle's `score.c` (or CatBoost's `score.cpp`) into `libscore.so`; returns its name.
 
     Run this on (a machine like) the one that scores: the .so is native code for this platform.
     """
-    bundle_dir = Path(bundle_dir)
-    if (bundle_dir / C_SOURCE).is_file():
-        compiler, source, extra = shutil.which("gcc") or shutil.which("cc"), C_SOURCE, ["-std=c99"]
-    elif (bundle_dir / CPP_SOURCE).is_file():
-        compiler, source, extra = shutil.which("g++") or shutil.which("c++"), CPP_SOURCE, ["-std=c++17"]
-    else:
-        raise PhotoscoreError(f"{bundle_dir}: neither {C_SOURCE} nor {CPP_SOURCE} found; run generate_exports first")
-    if compiler is None:
-        raise PhotoscoreError("no C/C++ compiler on PATH: install gcc/g++ to build the m2cgen-c export")
-    out = bundle_dir / C_LIBRARY
-    _run([compiler, "-O3", *extra, "-shared", "-fPIC", "-o", out.name, source, "-lm"], bundle_dir, "C build")
-    return out.name
+    source, compile_prefix = c_toolchain(bundle_dir)
+    _run([*compile_prefix, "-shared", "-fPIC", "-o", C_LIBRARY, source.name, "-lm"], source.parent, "C build")
+    return C_LIBRARY

@@ -86,9 +86,9 @@ def scores_of(spark, config: Config, todo, bundle_dir: Path, names, export_forma
 
     JVM formats: blocks of `spark.jvm_block_rows` rows through the generated kernel in the
     executors' JVM (`spark.c_in_jvm: false` runs m2cgen-c in a Python worker instead, e.g. where
-    the driver has no JDK headers to build the JNI library). The Python exports: a scalar-iterator Arrow UDF over one array of the N float32
-    features (identity columns stay in the JVM), the bundle shipped with `addArchive` and loaded
-    once per Python worker.
+    the driver has no JDK headers to build the JNI library). The Python exports: a
+    scalar-iterator Arrow UDF over one array of the N float32 features (identity columns stay in
+    the JVM), the bundle shipped with `addArchive` and loaded once per Python worker.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf

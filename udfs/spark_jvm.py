@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import zipfile
@@ -36,7 +35,6 @@ from udfs.errors import PhotoscoreError
 JVM_FORMATS = ("m2cgen-java", "m2cgen-c")
 PACKAGE = "photoscore.spark"
 SCORER_CLASS = f"{PACKAGE}.BlockScorer"
-GENERATED_CLASS = "photoscore.generated.Score"
 
 _BLOCK_SCORER = """package photoscore.spark;
 
@@ -357,25 +355,17 @@ def _bundle_tag(bundle_dir: Path) -> str:
 
 def _build_c_library(bundle_dir: Path, symbol: str, out: Path) -> None:
     """Compile the bundle's generated C (or C++) with the JNI shim into the shared library `out`."""
-    from codegen.c_backend import C_SOURCE, CPP_SOURCE
+    from codegen.c_backend import c_toolchain
 
-    c_source, cpp_source = bundle_dir / C_SOURCE, bundle_dir / CPP_SOURCE
-    if c_source.is_file():
-        compiler, source, std, shim_name = shutil.which("gcc") or shutil.which("cc"), c_source, "-std=c99", "jni.c"
-    elif cpp_source.is_file():
-        compiler, source, std, shim_name = shutil.which("g++") or shutil.which("c++"), cpp_source, "-std=c++17", "jni.cpp"
-    else:
-        raise PhotoscoreError(f"{bundle_dir}: no {C_SOURCE} or {CPP_SOURCE}: the bundle has no m2cgen-c export")
-    if compiler is None:
-        raise PhotoscoreError("no C/C++ compiler on PATH: install gcc/g++ to run m2cgen-c on Spark")
+    source, compile_prefix = c_toolchain(bundle_dir)
     include = _java_home() / "include"
     if not (include / "jni.h").is_file():
         raise PhotoscoreError(f"{include}/jni.h not found: m2cgen-c on Spark needs a full JDK (set JAVA_HOME)")
     with tempfile.TemporaryDirectory(prefix="photoscore-jni-", dir=out.parent) as tmp:
-        shim = Path(tmp) / shim_name
+        shim = Path(tmp) / f"jni{source.suffix}"  # the shim is compiled in the generated code's language
         shim.write_text(_JNI_SHIM.format(symbol=symbol))
         staged = Path(tmp) / out.name
-        cmd = [compiler, "-O3", std, "-shared", "-fPIC", f"-I{include}", f"-I{include / 'linux'}",
+        cmd = [*compile_prefix, "-shared", "-fPIC", f"-I{include}", f"-I{include / 'linux'}",
                "-o", str(staged), str(shim), str(source), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -386,6 +376,8 @@ def _build_c_library(bundle_dir: Path, symbol: str, out: Path) -> None:
 def build_kernel_jar(bundle_dir: Path | str, export_format: str, jar_dir: Path | str,
                      n_features: int) -> tuple[Path, str]:
     """Build (once) the kernel jar of `export_format` for the bundle; returns (jar, kernel class)."""
+    from codegen.java_backend import ENTRY_CLASS
+
     bundle_dir, jar_dir = Path(bundle_dir), Path(jar_dir)
     if export_format not in JVM_FORMATS:
         raise PhotoscoreError(f"{export_format!r} has no JVM kernel; JVM formats: {', '.join(JVM_FORMATS)}")
@@ -399,7 +391,7 @@ def build_kernel_jar(bundle_dir: Path | str, export_format: str, jar_dir: Path |
             if not score_jar.is_file():
                 raise PhotoscoreError(f"{score_jar} is missing: the bundle has no m2cgen-java export")
             resource = f"score-{tag}.jar"
-            source = _JAVA_KERNEL.format(cls=cls, tag=tag, resource=resource, generated=GENERATED_CLASS)
+            source = _JAVA_KERNEL.format(cls=cls, tag=tag, resource=resource, generated=ENTRY_CLASS)
             _compile_jar(jar, {cls: source}, None, {resource: score_jar}, f"the m2cgen-java kernel of {bundle_dir}")
     else:
         cls = f"CKernel_{tag}"
@@ -425,10 +417,8 @@ def score_rows_jvm(spark, rows, bundle_dir: Path | str, feature_names: Sequence[
     """
     from pyspark.sql import DataFrame
 
-    jars = [build_block_scorer_jar(jar_dir),
-            build_kernel_jar(bundle_dir, export_format, jar_dir, len(feature_names))]
-    scorer_jar, (kernel_jar, kernel_class) = jars
-    for jar in (scorer_jar, kernel_jar):
+    kernel_jar, kernel_class = build_kernel_jar(bundle_dir, export_format, jar_dir, len(feature_names))
+    for jar in (build_block_scorer_jar(jar_dir), kernel_jar):
         spark.sql(f"ADD JAR '{jar}'")
     # ADD JAR put the jars on this thread's context class loader, which py4j resolves classes with.
     scored = spark._jvm.photoscore.spark.BlockScorer.score(rows._jdf, list(feature_names), kernel_class,
