@@ -4,9 +4,10 @@ and `photoscore backfill features`.
 
 Work done per run, in two passes so no content is decoded twice:
 1. hash pass: read each input's bytes on an executor, keep (photo_id, uri, content_sha256, size)
-   or its read failure. Reading is cheap next to decoding.
+   or its read failure, classified against the tables (features known, decode failed before).
+   Reading is cheap next to decoding.
 2. decode pass: only contents that have neither features nor a quarantined decode for this feature
-   version, one row per distinct content (duplicates within the run decode once), through
+   version, once per distinct content (duplicates within the run decode once), through
    `udfs.features.extract_features` inside mapInPandas; bytes are read again inside the UDF, one
    photo at a time, so a batch never carries 30 MB blobs through Arrow.
 Every input ends in exactly one of featured / quarantined / known, and the run commits atomically
@@ -20,17 +21,21 @@ import math
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jobs.config import Config, decode_limits, load_config
 from jobs.progress import Progress
-from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id)
+from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id,
+                               write_counted)
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_COLUMNS, FEATURE_VERSION
 
 log = logging.getLogger("photoscore.backfill.features")
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", ".lst")
+# Where each input ends up in a run: featured / known count as such, the rest are quarantined.
+OUTCOMES = ("featured", "known", "read_failed", "known_bad", "failed")
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,12 @@ def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: s
         # inputs too (quarantined as empty_file). Directory listing happens on the driver either
         # way; a manifest is the shape for billions of photos.
         uris = sorted(listing.inputFiles())
-        slices = max(spark.sparkContext.defaultParallelism, len(uris) // 10_000 + 1)
-        frame = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris], slices), "uri string")
+        frame = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris],
+                                                                     len(uris) // 10_000 + 1), "uri string")
+        # Spread over the cores by a JVM shuffle: a Python RDD feeding the hash pass directly would
+        # run a second Python worker per task. Never more slices than files: empty tasks cost too.
+        frame = frame.repartition(max(1, min(spark.sparkContext.defaultParallelism * 4, len(uris)),
+                                      frame.rdd.getNumPartitions()))
         # photo_id from the URI on the executor (local paths as plain paths, like `photoscore features`).
         return frame.select(F.lit(None).cast("string").alias("photo_id"), "uri")
     lower = source.lower()
@@ -79,6 +88,10 @@ def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: s
     if "uri" not in frame.columns:
         raise PhotoscoreError(f"manifest {source} has no `uri` column (columns: {', '.join(frame.columns)})")
     photo_id = F.col("photo_id").cast("string") if "photo_id" in frame.columns else F.lit(None).cast("string")
+    # A manifest file is often one split: spread its rows so the hash pass uses every core.
+    slices = spark.sparkContext.defaultParallelism * 4
+    if frame.rdd.getNumPartitions() < slices:
+        frame = frame.repartition(slices)
     return frame.select(photo_id.alias("photo_id"), F.col("uri").cast("string").alias("uri"))
 
 
@@ -112,13 +125,6 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
     run_id = run_id or new_run_id()
     parallelism = spark.sparkContext.defaultParallelism
 
-    # 1. hash pass, materialised in staging: every later step reads the same snapshot of inputs.
-    inputs = input_frame(spark, store, source, glob, kind)
-    inputs = inputs.repartition(max(inputs.rdd.getNumPartitions(), parallelism * 4))
-    hashed_path = store.staging(run_id, "hashed")
-    inputs.mapInPandas(hash_partitions(limits.max_file_bytes), HASH_SCHEMA).write.parquet(hashed_path)
-    hashed = spark.read.parquet(hashed_path)
-
     features = store.read("features", FEATURES_DDL).where(F.col("feature_version") == FEATURE_VERSION)
     photos = store.read("photos", PHOTOS_DDL)
     quarantine = store.read("quarantine", QUARANTINE_DDL)
@@ -128,25 +134,31 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
                             & F.col("stage").isin("parse", "decode", "features"))
            .groupBy("content_sha256")
            .agg(F.min(F.struct("stage", "reason_code", "detail")).alias("_bad")))
+    new_content = F.col("content_sha256").isNotNull() & F.col("_known").isNull() & F.col("_bad").isNull()
 
-    classified = (hashed.join(known_keys, "content_sha256", "left").join(bad, "content_sha256", "left"))
-    to_decode = (classified.where(F.col("content_sha256").isNotNull() & F.col("_known").isNull()
-                                  & F.col("_bad").isNull())
-                 .groupBy("content_sha256")
-                 .agg(F.min(F.struct("uri", "photo_id")).alias("rep"))
-                 .select("content_sha256", F.col("rep.photo_id").alias("photo_id"), F.col("rep.uri").alias("uri")))
-    n_decode = to_decode.count()
-    log.info("run %s: %d distinct new contents to decode", run_id, n_decode)
+    # 1. hash pass, classified against the tables and materialised in staging: every later step
+    # reads the same snapshot of inputs, and the joins run once.
+    inputs = input_frame(spark, store, source, glob, kind)
+    classified_path = store.staging(run_id, "classified")
+    n_new = write_counted(inputs.mapInPandas(hash_partitions(limits.max_file_bytes), HASH_SCHEMA)
+                          .join(known_keys, "content_sha256", "left").join(bad, "content_sha256", "left"),
+                          classified_path, new=F.count(F.when(new_content, 1)))["new"]
+    classified = spark.read.parquet(classified_path)
+    log.info("run %s: %d inputs with contents not featured yet", run_id, n_new)
 
-    # 2. decode pass over distinct unknown contents only.
+    # 2. decode pass over unknown contents only; all copies of a content meet in one partition,
+    # sorted so the first (lowest uri, photo_id) is the one decoded.
     decodes = spark.sparkContext.accumulator(0)
+    rows_done = spark.sparkContext.accumulator(0)
     extracted_path = store.staging(run_id, "extracted")
-    if n_decode:
+    if n_new:
         stop = threading.Event()
-        watcher = _progress_thread(decodes, n_decode, stop)
+        watcher = _progress_thread(rows_done, n_new, stop)
         try:
-            (to_decode.repartition(max(parallelism * 2, math.ceil(n_decode / 200)), "content_sha256")
-             .mapInPandas(extract_partitions(limits, decodes), EXTRACT_SCHEMA)
+            (classified.where(new_content).select("content_sha256", "photo_id", "uri")
+             .repartition(min(max(parallelism * 2, math.ceil(n_new / 200)), n_new), "content_sha256")
+             .sortWithinPartitions("content_sha256", "uri", "photo_id")
+             .mapInPandas(extract_partitions(limits, decodes, rows_done), EXTRACT_SCHEMA)
              .write.parquet(extracted_path))
         finally:
             stop.set()
@@ -163,10 +175,6 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
                           .when(F.col("_bad").isNotNull(), "known_bad")
                           .when(F.col("_ok"), "featured")
                           .otherwise("failed")))
-    status_path = store.staging(run_id, "status")
-    status.write.parquet(status_path)
-    status = spark.read.parquet(status_path)
-    counts = {r["outcome"]: r["count"] for r in status.groupBy("outcome").count().collect()}
 
     # 3. staged table rows.
     commit = Commit(run_id)
@@ -189,17 +197,26 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
                   .select("photo_id", "uri", "content_sha256", "file_bytes", now.alias("seen_at_ms"))
                   .join(photos.select("photo_id", "content_sha256"), ["photo_id", "content_sha256"], "left_anti")
                   .dropDuplicates(["photo_id", "content_sha256"]))
-    for name, rows in (("features", feature_rows), ("quarantine", quarantine_rows), ("photos", photo_rows)):
-        staged = store.staging(run_id, f"out_{name}")
-        rows.coalesce(max(1, parallelism)).write.parquet(staged)
-        if store.staged_rows(staged):
-            commit.moves.append((staged, f"{store.table(name)}/run_id={run_id}"))
+    outputs = {"features": feature_rows, "quarantine": quarantine_rows, "photos": photo_rows}
+    # Independent small jobs over staged inputs: submitted together they share the cores instead
+    # of each paying its scheduling latency in turn.
+    with ThreadPoolExecutor(len(outputs) + 1) as pool:
+        totals = pool.submit(lambda: status.agg(
+            F.count(F.lit(1)).alias("rows"),
+            *[F.count(F.when(F.col("outcome") == outcome, 1)).alias(outcome) for outcome in OUTCOMES]).first())
+        written = {name: pool.submit(write_counted, rows.coalesce(max(1, parallelism)),
+                                     store.staging(run_id, f"out_{name}"))
+                   for name, rows in outputs.items()}
+    for name, rows_written in written.items():
+        if rows_written.result()["rows"]:
+            commit.moves.append((store.staging(run_id, f"out_{name}"), f"{store.table(name)}/run_id={run_id}"))
+    counts = totals.result().asDict()
     store.commit(commit)
 
     result = FeatureBackfillResult(
-        run_id=run_id, inputs=sum(counts.values()), featured=counts.get("featured", 0),
-        quarantined=counts.get("read_failed", 0) + counts.get("known_bad", 0) + counts.get("failed", 0),
-        known=counts.get("known", 0), decoded=int(decodes.value))
+        run_id=run_id, inputs=counts["rows"], featured=counts["featured"],
+        quarantined=counts["read_failed"] + counts["known_bad"] + counts["failed"],
+        known=counts["known"], decoded=int(decodes.value))
     if result.inputs != result.featured + result.quarantined + result.known:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
     return result

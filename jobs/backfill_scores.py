@@ -25,7 +25,7 @@ from functools import reduce
 from pathlib import Path
 
 from jobs.config import Config, load_config
-from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id
+from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, write_counted
 from udfs.errors import PhotoscoreError
 
 log = logging.getLogger("photoscore.backfill.scores")
@@ -169,8 +169,8 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
     todo = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & F.col("_finite"))
 
     scored_path = store.staging(run_id, "scored")
-    score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name) \
-        .write.parquet(scored_path)
+    outcome = write_counted(score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name),
+                            scored_path, failed=F.count(F.when(~F.col("ok"), 1)))
     scored = spark.read.parquet(scored_path)
 
     totals = status.select(
@@ -179,7 +179,6 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
         F.count(F.when(F.col("_known").isNull() & F.col("_bad"), 1)).alias("known_bad"),
         F.count(F.when(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite"), 1))
         .alias("non_finite")).first()
-    outcome = {r["ok"]: r["count"] for r in scored.groupBy("ok").count().collect()}
 
     commit = Commit(run_id)
     score_rows = scored.where("ok").select(
@@ -200,22 +199,20 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
                        .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"))
     parallelism = spark.sparkContext.defaultParallelism
     staged_scores = store.staging(run_id, "out_scores")
-    score_rows.coalesce(max(1, parallelism)).write.parquet(staged_scores)
     target = f"{partition}/run_id={run_id}"
-    if store.staged_rows(staged_scores):
+    if write_counted(score_rows.coalesce(max(1, parallelism)), staged_scores)["rows"]:
         commit.moves.append((staged_scores, target))
         if force:
             commit.replaces.append((partition, target))
     staged_q = store.staging(run_id, "out_quarantine")
-    quarantine_rows.coalesce(1).write.parquet(staged_q)
-    if store.staged_rows(staged_q):
+    if write_counted(quarantine_rows.coalesce(1), staged_q)["rows"]:
         commit.moves.append((staged_q, f"{store.table('quarantine')}/run_id={run_id}"))
     store.commit(commit)
 
     result = ScoreBackfillResult(
         run_id=run_id, model_name=name, model_version=version, export_format=export_format,
-        rows=int(totals["rows"]), scored=int(outcome.get(True, 0)), known=int(totals["known"]),
-        quarantined=int(totals["known_bad"]) + int(totals["non_finite"]) + int(outcome.get(False, 0)))
+        rows=int(totals["rows"]), scored=outcome["rows"] - outcome["failed"], known=int(totals["known"]),
+        quarantined=int(totals["known_bad"]) + int(totals["non_finite"]) + outcome["failed"])
     if result.rows != result.scored + result.known + result.quarantined:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
     return result

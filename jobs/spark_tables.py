@@ -34,6 +34,20 @@ STAGING = "_staging"
 COMMIT_MARKER = "_COMMIT"
 
 
+def write_counted(frame, path: str, **metrics) -> dict[str, int]:
+    """Write `frame` as Parquet at `path`; returns its row count (`rows`) and each of `metrics`
+    (name -> aggregate Column over the written rows), observed by the write itself, so no second
+    Spark job reads back what was just written to count it."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    observation = Observation(f"write-{uuid.uuid4().hex[:8]}")
+    (frame.observe(observation, F.count(F.lit(1)).alias("rows"),
+                   *[column.alias(name) for name, column in metrics.items()])
+     .write.parquet(path))
+    return {name: int(value) for name, value in observation.get.items()}
+
+
 def new_run_id() -> str:
     """Sortable, unique run id: UTC time then random hex (never parses as a number)."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
@@ -114,13 +128,6 @@ class TableStore:
             if name.endswith(".parquet") and "/_" not in rel and "/." not in rel:
                 return True
         return False
-
-    def staged_rows(self, path: str) -> int:
-        """Rows in a staged output (Spark writes a schema-only file even for zero rows; from the
-        Parquet footers, so cheap)."""
-        if not self.has_data(path):
-            return 0
-        return self.spark.read.parquet(path).count()
 
     # -- commit protocol --------------------------------------------------------------------------
     def commit(self, commit: Commit) -> None:

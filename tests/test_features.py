@@ -206,3 +206,30 @@ def test_features_cli_reconciles_counts(corpus_dir, bad_inputs, tmp_path):
     quarantine = pd.read_parquet(out / "quarantine.parquet")
     assert len(features) == int(counts["featured"]) and len(quarantine) == len(bad_inputs)
     assert set(quarantine["reason_code"]) == set(bad_inputs.values())
+
+
+def test_spark_decode_pass_decodes_each_content_once(corpus_labels, tmp_path):
+    """The feature backfill's decode pass gets every copy of a content adjacent (sorted by
+    content) and copies may straddle Arrow batches: one decode and one row per content."""
+    from udfs.spark_udfs import extract_partitions
+
+    class Counter:  # the Spark accumulator's interface
+        value = 0
+
+        def add(self, n):
+            self.value += n
+
+    paths = list(corpus_labels["photo_id"][:2])
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(Path(paths[1]).read_bytes())
+    digests = [features_module.content_sha256(Path(p).read_bytes()) for p in paths]
+    rows = sorted([(digests[0], "a", paths[0]), (digests[1], "b", paths[1]), (digests[1], "c", str(copy))])
+    batches = [pd.DataFrame(rows[:2], columns=["content_sha256", "photo_id", "uri"]),
+               pd.DataFrame(rows[2:], columns=["content_sha256", "photo_id", "uri"])]
+    decodes, rows_done = Counter(), Counter()
+    out = pd.concat(list(extract_partitions(DecodeLimits(), decodes, rows_done)(iter(batches))))
+    assert sorted(out["content_sha256"]) == sorted(digests)
+    assert out["ok"].all()
+    assert (decodes.value, rows_done.value) == (2, 3)
+    # the first copy in sort order is the one decoded
+    assert out.set_index("content_sha256").loc[digests[1], "photo_id"] == min(r[1] for r in rows if r[0] == digests[1])

@@ -167,7 +167,7 @@ def test_kill_9_mid_job_then_rerun_gives_exact_identities(spark_corpus, spark_mo
     root = tmp_path / "tables"
     args = ["--input", str(spark_corpus), "--tables", str(root)]
     staged = lambda step: any(root.glob(f"_staging/*/{step}/_SUCCESS"))  # noqa: E731
-    kill_when("backfill_features.py", args, spark_model_home, lambda: staged("hashed"))
+    kill_when("backfill_features.py", args, spark_model_home, lambda: staged("classified"))
     assert not table_files(root), "a killed, uncommitted run must leave nothing visible"
     done = submit("backfill_features.py", args, spark_model_home)
     assert done.returncode == 0, done.stderr[-3000:]

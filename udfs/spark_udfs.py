@@ -56,22 +56,33 @@ def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], I
     return run
 
 
-def extract_partitions(limits: DecodeLimits, decodes=None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """mapInPandas function: one row per distinct content (content_sha256, photo_id, uri) ->
-    EXTRACT_SCHEMA rows (features when `ok`, the quarantine reason otherwise).
+def extract_partitions(limits: DecodeLimits, decodes=None, rows_done=None
+                       ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """mapInPandas function: rows (content_sha256, photo_id, uri) of contents to decode ->
+    EXTRACT_SCHEMA rows (features when `ok`, the quarantine reason otherwise), one per content.
+
+    All rows of a content must be in one partition and adjacent (repartition and sort within
+    partitions by content_sha256): the first row of each content is decoded, the rest are
+    duplicates of it and skipped, so no shuffle is needed to deduplicate first.
 
     Bytes are read here, on the executor, one photo at a time: a batch never holds more than one
     photo's bytes. `decodes` (a Spark accumulator) counts every decode attempted, so tests and logs
-    can prove that work that should be skipped was skipped.
+    can prove that work that should be skipped was skipped; `rows_done` counts input rows
+    consumed, for progress.
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        previous = None
         for batch in batches:
             rows = []
             for digest, photo_id, uri in zip(batch["content_sha256"], batch["photo_id"], batch["uri"]):
-                rows.append(_extract_one(digest, photo_id, uri, limits))
+                if digest != previous:
+                    rows.append(_extract_one(digest, photo_id, uri, limits))
+                    previous = digest
             if decodes is not None:
                 decodes.add(len(rows))
+            if rows_done is not None:
+                rows_done.add(len(batch))
             frame = pd.DataFrame(rows, columns=_EXTRACT_COLUMNS)
             yield frame.astype({"dhash": "Int64", "seen_at_ms": "int64", "ok": "bool",
                                 **{n: "float32" for n in FEATURE_NAMES}})
