@@ -9,7 +9,7 @@ path pays on the same cores).
 Each Spark path runs twice over a cached DataFrame and the second (warm) run is timed; output goes
 to Spark's `noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
 
-    .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8]
+    .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8] [--model-type lightgbm]
 Last line: `bench: name=spark_scoring spark_udf_rps=... best=<path> best_over_spark_udf=...
 best_over_limit=... jvm_over_spark_udf=...`
 """
@@ -46,7 +46,7 @@ def synthetic_features(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]
     return frame, (logit > 0)
 
 
-def register_model(config, trees: int, depth: int, workdir: Path) -> str:
+def register_model(config, model_type: str, trees: int, depth: int, workdir: Path) -> str:
     """Train and register the bench model on 20 k synthetic rows; returns its models:/ URI."""
     from models.train import train_and_register
     from models.trainers import TrainParams
@@ -57,7 +57,7 @@ def register_model(config, trees: int, depth: int, workdir: Path) -> str:
     frame.to_parquet(workdir / "train_features.parquet", index=False)
     labels.to_parquet(workdir / "train_labels.parquet", index=False)
     result = train_and_register(workdir / "train_features.parquet", workdir / "train_labels.parquet",
-                                "low_quality", "xgboost", "bench_scoring", config,
+                                "low_quality", model_type, "bench_scoring", config,
                                 TrainParams(trees=trees, depth=depth))
     return f"models:/bench_scoring/{result.version}"
 
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--trees", type=int, default=300)
     parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--model-type", choices=("xgboost", "lightgbm"), default="xgboost",
+                        help="tree library of the bench model (both have every export)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. spark.jvm_block_rows=4096")
     args = parser.parse_args(argv)
@@ -104,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
     os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
     config = load_config(args.overrides)
-    print(f"training and registering xgboost {args.trees} trees depth {args.depth} ...", flush=True)
-    model_uri = register_model(config, args.trees, args.depth, workdir)
+    print(f"training and registering {args.model_type} {args.trees} trees depth {args.depth} ...", flush=True)
+    model_uri = register_model(config, args.model_type, args.trees, args.depth, workdir)
     name, version, bundle = resolve_bundle(model_uri, config)
     names = list(read_feature_schema(bundle).names)
 
@@ -163,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
           f"1/(1/transfer + 1/limit) = {ceiling:,.0f} rows/s = {ceiling / limit:.2f} of the limit)")
     core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
     print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "
-          f"= {core_hours:,.0f} core-hours (model {args.trees} trees depth {args.depth})")
-    print(f"bench: name=spark_scoring rows={args.rows} trees={args.trees} depth={args.depth} "
+          f"= {core_hours:,.0f} core-hours ({args.model_type} {args.trees} trees depth {args.depth})")
+    print(f"bench: name=spark_scoring model={args.model_type} rows={args.rows} trees={args.trees} depth={args.depth} "
           f"spark_udf_rps={rps['spark_udf']:.0f} "
           + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
           + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
