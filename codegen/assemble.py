@@ -38,6 +38,7 @@ from m2cgen.assemblers.boosting import (
 )
 from m2cgen.assemblers.linear import SklearnLinearModelAssembler
 
+from models.thresholds import lightgbm_threshold
 from udfs.errors import PhotoscoreError
 
 MODEL_TYPES = ("xgboost", "lightgbm", "catboost", "logreg")
@@ -121,22 +122,6 @@ class _XGBoostAssembler(XGBoostTreeModelAssembler):
         proba = self._bin_class_convert_output(
             self._assemble_single_output(estimator_params, base_score=margin))
         return ast.VectorVal([ast.BinNumExpr(ast.NumVal(1.0), proba, ast.BinNumOpType.SUB), proba])
-
-
-# LightGBM reads any input with |x| <= kZeroThreshold (1e-35f) as exactly 0.0 when it builds a row.
-LIGHTGBM_ZERO = float(np.float32(1e-35))
-
-
-def lightgbm_threshold(t: float) -> float:
-    """A threshold that gives `x <= result` the same outcome as LightGBM's `zeroed(x) <= t`.
-
-    Only thresholds in [-Z, Z) differ: the zeroed band [-Z, Z] sits wholly on one side of them.
-    """
-    if 0.0 <= t < LIGHTGBM_ZERO:
-        return LIGHTGBM_ZERO
-    if -LIGHTGBM_ZERO <= t < 0.0:
-        return float(np.nextafter(-LIGHTGBM_ZERO, -np.inf))
-    return t
 
 
 class _LightGBMAssembler(LightGBMModelAssembler):

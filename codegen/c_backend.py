@@ -35,6 +35,7 @@ from m2cgen import ast
 from m2cgen.interpreters import CInterpreter
 
 from codegen.assemble import Decomposed, sum_ast
+from models.thresholds import float32_threshold
 from udfs.errors import PhotoscoreError
 
 C_SOURCE = "score.c"
@@ -151,17 +152,6 @@ def _fill(forest: FlatForest, t: int, expr, pos: int, level: int) -> None:
     forest.nan_left[t, pos] = nan_left
     _fill(forest, t, left, 2 * pos + 1, level + 1)
     _fill(forest, t, right, 2 * pos + 2, level + 1)
-
-
-def float32_threshold(t: float, less_equal: bool) -> np.float32:
-    """The float32 T with `x < t <=> x < T` (rounded up) or `x <= t <=> x <= T` (rounded down)."""
-    with np.errstate(over="ignore"):
-        f = np.float32(t)
-    if less_equal and float(f) > t:
-        f = np.nextafter(f, np.float32(-np.inf))
-    elif not less_equal and float(f) < t:
-        f = np.nextafter(f, np.float32(np.inf))
-    return f
 
 
 def _c_float(v: float, suffix: str = "") -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.thresholds import lightgbm_thresholds
+from models.thresholds import float32_threshold, lightgbm_threshold, lightgbm_thresholds
 from udfs.bundle import ONNX_FILE, native_path, read_feature_schema, read_manifest
 from udfs.errors import PhotoscoreError
 from udfs.scorers.onnx import OUTPUT_NAME
@@ -96,14 +96,15 @@ def _attr(node: onnx.NodeProto, name: str):
 
 
 def round_thresholds_down(model: onnx.ModelProto, thresholds: dict[int, np.ndarray]) -> int:
-    """Make float32 `x <= t32` route exactly like LightGBM's float64 `x <= t` for float32 inputs.
+    """Make float32 `x <= T` route exactly like LightGBM's float64 `zeroed(x) <= t` for float32 inputs.
 
     LightGBM thresholds are float64 (bin midpoints nudged upward); the ONNX tree ensemble stores
     them as float32, rounded to nearest. When that rounds *up* to a float32 value v, an input equal
-    to v goes left in ONNX and right in LightGBM: a whole leaf's difference. The largest float32
-    that is <= t gives identical routing for every float32 input, so each BRANCH_LEQ threshold is
-    mapped back to its float64 original (the one feature threshold that rounds to it) and
-    replaced by that. Returns how many thresholds moved.
+    to v goes left in ONNX and right in LightGBM: a whole leaf's difference. And LightGBM reads
+    any |x| <= 1e-35f as 0.0, which moves the outcome of thresholds in [-1e-35, 1e-35)
+    (`models.thresholds.lightgbm_threshold`). So each BRANCH_LEQ threshold is mapped back to its
+    float64 original (the feature's thresholds that round to it) and replaced by the largest
+    float32 <= the original's effective threshold. Returns how many thresholds moved.
     """
     moved = 0
     nodes = [n for n in model.graph.node if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
@@ -124,14 +125,15 @@ def round_thresholds_down(model: onnx.ModelProto, thresholds: dict[int, np.ndarr
             if len(matches) == 0:
                 raise PhotoscoreError(
                     f"ONNX threshold {float(v)!r} on feature {feature} matches no LightGBM threshold")
-            below = matches < float(v)
-            if below.all():
-                values[i] = float(np.nextafter(v, np.float32(-np.inf)))
-                moved += 1
-            elif below.any():
+            targets = {float32_threshold(lightgbm_threshold(float(t)), less_equal=True) for t in matches}
+            if len(targets) > 1:
                 raise PhotoscoreError(
                     f"LightGBM thresholds {matches.tolist()} on feature {feature} share one float32 "
-                    "value but fall on both sides of it; the ONNX export cannot route them exactly")
+                    "value but route float32 inputs differently; the ONNX export cannot route them exactly")
+            target = targets.pop()
+            if target != v:
+                values[i] = float(target)
+                moved += 1
         del values_attr.floats[:]
         values_attr.floats.extend(values)
     return moved

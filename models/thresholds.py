@@ -16,6 +16,33 @@ from udfs.bundle import native_path, read_manifest
 from udfs.errors import PhotoscoreError
 
 
+# LightGBM reads any input with |x| <= kZeroThreshold (1e-35f) as exactly 0.0 when it builds a row.
+LIGHTGBM_ZERO = float(np.float32(1e-35))
+
+
+def lightgbm_threshold(t: float) -> float:
+    """A threshold that gives `x <= result` the same outcome as LightGBM's `zeroed(x) <= t`.
+
+    Only thresholds in [-Z, Z) differ: the zeroed band [-Z, Z] sits wholly on one side of them.
+    """
+    if 0.0 <= t < LIGHTGBM_ZERO:
+        return LIGHTGBM_ZERO
+    if -LIGHTGBM_ZERO <= t < 0.0:
+        return float(np.nextafter(-LIGHTGBM_ZERO, -np.inf))
+    return t
+
+
+def float32_threshold(t: float, less_equal: bool) -> np.float32:
+    """The float32 T with `x < t <=> x < T` (rounded up) or `x <= t <=> x <= T` (rounded down)."""
+    with np.errstate(over="ignore"):
+        f = np.float32(t)
+    if less_equal and float(f) > t:
+        f = np.nextafter(f, np.float32(-np.inf))
+    elif not less_equal and float(f) < t:
+        f = np.nextafter(f, np.float32(np.inf))
+    return f
+
+
 def xgboost_thresholds(path: Path) -> dict[int, np.ndarray]:
     """XGBoost JSON: `split_conditions` of the internal nodes (leaves store their value there)."""
     model = json.loads(Path(path).read_text())

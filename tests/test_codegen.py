@@ -10,7 +10,7 @@ import pytest
 
 import codegen
 from codegen.assemble import BundleModel, xgboost_base_score
-from codegen.c_backend import float32_threshold
+from models.thresholds import float32_threshold
 from udfs.bundle import write_checksums
 from udfs.scorers import load_scorer
 

@@ -153,3 +153,29 @@ def test_lightgbm_float64_thresholds_are_rounded_down_for_onnx(wide_lightgbm):
     stock_scores = session.run(["probability"], {"features": rows})[0].astype(np.float64)
     assert np.max(np.abs(stock_scores - native)) > 1e-3, "the stock conversion no longer misroutes"
 
+
+
+def test_lightgbm_onnx_reads_near_zero_inputs_as_lightgbm_does(tmp_path):
+    """LightGBM puts bin edges at +-1e-35f when a feature crosses zero and reads any |x| <= 1e-35f
+    as 0.0; the ONNX export must route every float32 around those edges the same way (a bench
+    model on zero-centred features once failed the gate on exactly this)."""
+    import lightgbm as lgb
+    import onnxruntime as ort
+
+    from models.onnx_export import _lightgbm
+    from models.thresholds import LIGHTGBM_ZERO, lightgbm_thresholds
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (4000, 2)).astype(np.float32)
+    X[::3, 0] = 0.0  # exact zeros on the positive side put the split at the zero bin's lower edge
+    booster = lgb.train({"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1},
+                        lgb.Dataset(X, (X[:, 0] >= 0).astype(int)), 5)
+    booster.save_model(str(tmp_path / "model.txt"))
+    z = np.float32(LIGHTGBM_ZERO)
+    assert float(-z) in set(lightgbm_thresholds(tmp_path / "model.txt")[0].tolist())
+    near_zero = [np.nextafter(-z, np.float32(-1)), -z, np.nextafter(-z, np.float32(0)), 0.0,
+                 np.nextafter(z, np.float32(0)), z, np.nextafter(z, np.float32(1))]
+    rows = np.array([[v, 0.0] for v in near_zero], np.float32)
+    session = ort.InferenceSession(_lightgbm(tmp_path / "model.txt", 2).SerializeToString())
+    probabilities = session.run(None, {session.get_inputs()[0].name: rows})[1][:, 1]
+    np.testing.assert_allclose(probabilities, booster.predict(rows.astype(np.float64)), rtol=0, atol=1e-6)
