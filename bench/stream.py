@@ -155,16 +155,14 @@ def cpu_seconds(pid: int | None) -> float:
 def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
              corpus_dir: Path, work: Path) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
-    from jobs.broker import FETCH_WAIT_MS, configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
+    from jobs.broker import configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
     from jobs.commands.stream import start_stream, stop_stream
     from jobs.config import load_config
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-stream-{mode}-"))
-    # The job's source gets this broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS) unless --set
-    # says otherwise: one value for both modes is wrong for one of them.
-    source_wait = ([] if any(a.startswith("flink.fetch_max_wait_ms=") for a in base_config_args)
-                   else [f"flink.fetch_max_wait_ms={FETCH_WAIT_MS[mode]}"])
-    config = load_config([f"home={home}", *base_config_args, *source_wait], env={})
+    # The job's source and the watcher default to the broker kind's fetch wait (`auto`): the broker
+    # started below, in its own home, is of kind `mode`.
+    config = load_config([f"home={home}", *base_config_args], env={})
     out: dict = {"mode": mode, "source_wait_ms": fetch_wait_ms(config, "flink.fetch_max_wait_ms", mode),
                  "consumer_wait_ms": fetch_wait_ms(config, kind=mode)}
     try:

@@ -70,12 +70,11 @@ def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: s
         # inputs too (quarantined as empty_file). Directory listing happens on the driver either
         # way; a manifest is the shape for billions of photos.
         uris = sorted(listing.inputFiles())
-        frame = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris],
-                                                                     len(uris) // 10_000 + 1), "uri string")
+        slices = len(uris) // 10_000 + 1
+        frame = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in uris], slices), "uri string")
         # Spread over the cores by a JVM shuffle: a Python RDD feeding the hash pass directly would
         # run a second Python worker per task. Never more slices than files: empty tasks cost too.
-        frame = frame.repartition(max(1, min(spark.sparkContext.defaultParallelism * 4, len(uris)),
-                                      frame.rdd.getNumPartitions()))
+        frame = frame.repartition(max(1, min(spark.sparkContext.defaultParallelism * 4, len(uris)), slices))
         # photo_id from the URI on the executor (local paths as plain paths, like `photoscore features`).
         return frame.select(F.lit(None).cast("string").alias("photo_id"), "uri")
     lower = source.lower()
