@@ -2,7 +2,8 @@
 
 On one photo set (the corpus photos, downscaled to <= 0.5 MP and made unique per upload, so every
 upload is decoded - the content cache would otherwise hide the work):
- (a) limit: the in-process pipeline (parse -> read -> features -> score in a loop), photos/s
+ (a) limit: the in-process pipeline (parse -> read -> features -> score in a loop), photos/s,
+     measured just before and just after each mode's stream run and averaged
  (b) the stream's maximum sustained photos/s (a backlog drained by the job)
  (c) end-to-end latency p50/p99 (uploaded_at_ms -> score record received by a consumer) at 80% of (b)
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
@@ -10,7 +11,7 @@ Every run checks produced = scored + dead-lettered (`lost`).
 The job's source and this bench's consumer use the broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS:
 a short one starves consumers of the durable broker); the brokers' CPU from (b) on is printed.
 
-    .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--set KEY=VALUE]
+    .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--rates 20,30] [--set KEY=VALUE]
 
 Last line: `bench: name=stream limit_pps=... stream_pps=... efficiency=... p50_ms=... p99_ms=... lost=...`
 (figures of the default, durable mode; the ephemeral ones follow with an `ephemeral_` prefix).
@@ -153,7 +154,7 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
-             corpus_dir: Path, work: Path) -> dict:
+             corpus_dir: Path, work: Path, rates: tuple[float, ...] = ()) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
     from jobs.broker import configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
     from jobs.commands.stream import start_stream, stop_stream
@@ -206,6 +207,13 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         loaded = paced_latency(watcher, bootstrap, topic, paced, rate, "lat")
         produced += len(paced)
         out.update(rate_c=rate, loaded=loaded, p50_ms=loaded["p50_ms"], p99_ms=loaded["p99_ms"])
+        # Latency at given loads (--rates), to compare profiles at the same photos/s.
+        out["at_rates"] = {}
+        for i, at in enumerate(rates):
+            n = max(10, int(at * seconds))
+            fixed = make_photos(corpus_dir, work / f"rate-{mode}-{i}", n, first=400_000 + 20_000 * i)
+            out["at_rates"][at] = paced_latency(watcher, bootstrap, topic, fixed, at, f"rate{i}")
+            produced += len(fixed)
         # (d) the seed's load.
         out["seed_holds"] = out["stream_pps"] >= SEED_LOAD_PPS
         wall = time.monotonic() - wall0
@@ -227,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1200, help="photos streamed before measuring")
     parser.add_argument("--modes", default="durable,ephemeral")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the paced latency run")
+    parser.add_argument("--rates", default="", help="comma-separated photos/s: also measure latency at these loads")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override for the stream runs (e.g. flink.parallelism=2)")
     args = parser.parse_args(argv)
@@ -256,30 +265,40 @@ def main(argv: list[str] | None = None) -> int:
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
     model = load_model(name, v, bundle_dir, "native")
-    limit = limit_pps(photos, model, decode_limits(config))
-    print(f"(a) in-process limit: {limit:.1f} photos/s", file=sys.stderr)
     url = registry_url_for_job(config)
     rows = []
     try:
         for mode in [m for m in args.modes.split(",") if m]:
-            print(f"running the stream on the {mode} broker ...", file=sys.stderr)
-            rows.append(run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
-                                        *args.overrides],
-                                 photos, warmup, args.seconds, work / "corpus", work))
+            # (a) is measured just before and just after the mode's stream run and averaged: the
+            # VM's steal time moves a core's speed by 10-30 % within minutes, and (b)/(a) should
+            # compare rates taken on the same machine.
+            before = limit_pps(photos, model, decode_limits(config))
+            print(f"(a) in-process limit: {before:.1f} photos/s; running the stream on the {mode} broker ...",
+                  file=sys.stderr)
+            row = run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
+                                  *args.overrides],
+                           photos, warmup, args.seconds, work / "corpus", work,
+                           tuple(float(r) for r in args.rates.split(",") if r))
+            after = limit_pps(photos, model, decode_limits(config))
+            row["limit_pps"], row["limit_range"] = (before + after) / 2, (before, after)
+            rows.append(row)
     finally:
         stop_stream(config)  # the registry server
     print(f"\nphotos: {len(photos)} unique JPEGs <= 0.5 MP; overrides: {' '.join(args.overrides) or 'none'}\n")
     print(f"{'mode':<10} {'limit pps':>9} {'stream pps':>10} {'eff':>5} {'@80% pps':>9} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'833/s?':>7} {'lost':>5}")
     for r in rows:
-        print(f"{r['mode']:<10} {limit:9.1f} {r['stream_pps']:10.1f} {r['stream_pps'] / limit:5.2f} "
+        print(f"{r['mode']:<10} {r['limit_pps']:9.1f} {r['stream_pps']:10.1f} {r['stream_pps'] / r['limit_pps']:5.2f} "
               f"{r['rate_c']:9.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {'yes' if r['seed_holds'] else 'no':>7} "
               f"{r['lost']:5d}")
-    print(f"\n{'mode':<10} {'latency at':<12} {'p50 ms':>8} {'p99 ms':>8} {'upload->scored':>15} {'scored->consumer':>17}")
+    print(f"\n{'mode':<10} {'latency at':<16} {'p50 ms':>8} {'p99 ms':>8} {'upload->scored':>15} {'scored->consumer':>17}")
     for r in rows:
-        for label, lat in (("0.5 s apart", r["idle"]), (f"{r['rate_c']:.1f}/s", r["loaded"])):
-            print(f"{r['mode']:<10} {label:<12} {lat['p50_ms']:8.1f} {lat['p99_ms']:8.1f} "
+        fixed = [(f"{at:.1f}/s", lat) for at, lat in r["at_rates"].items()]
+        for label, lat in (("0.5 s apart", r["idle"]), *fixed, (f"{r['rate_c']:.1f}/s (80%)", r["loaded"])):
+            print(f"{r['mode']:<10} {label:<16} {lat['p50_ms']:8.1f} {lat['p99_ms']:8.1f} "
                   f"{lat['to_scored_p50_ms']:15.1f} {lat['to_consumer_p50_ms']:17.1f}")
+    for r in rows:
+        print(f"{r['mode']}: limit before / after the stream run {r['limit_range'][0]:.1f} / {r['limit_range'][1]:.1f} photos/s")
     for r in rows:
         cores = ", ".join(f"{k} {v:.2f}" for k, v in r["broker_cores"].items())
         print(f"{r['mode']}: fetch.max.wait.ms source {r['source_wait_ms']} / consumer {r['consumer_wait_ms']}; "
@@ -289,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(d) {r['mode']}: 833 uploads/s needs ~{SEED_LOAD_PPS / r['stream_pps']:.0f}x this machine's "
                   f"stream rate; at that load the backlog (and p99) grows without bound")
     main_row = next((r for r in rows if r["mode"] == "durable"), rows[0])
-    extra = " ".join(f"{r['mode']}_stream_pps={r['stream_pps']:.1f} {r['mode']}_p50_ms={r['p50_ms']:.1f} "
+    extra = " ".join(f"{r['mode']}_limit_pps={r['limit_pps']:.1f} {r['mode']}_stream_pps={r['stream_pps']:.1f} {r['mode']}_p50_ms={r['p50_ms']:.1f} "
                      f"{r['mode']}_p99_ms={r['p99_ms']:.1f} {r['mode']}_lost={r['lost']}"
                      for r in rows if r is not main_row)
-    print(f"bench: name=stream limit_pps={limit:.1f} stream_pps={main_row['stream_pps']:.1f} "
-          f"efficiency={main_row['stream_pps'] / limit:.2f} p50_ms={main_row['p50_ms']:.1f} "
+    print(f"bench: name=stream limit_pps={main_row['limit_pps']:.1f} stream_pps={main_row['stream_pps']:.1f} "
+          f"efficiency={main_row['stream_pps'] / main_row['limit_pps']:.2f} p50_ms={main_row['p50_ms']:.1f} "
           f"p99_ms={main_row['p99_ms']:.1f} lost={main_row['lost']} mode={main_row['mode']} "
           f"seed_833pps_holds={'yes' if main_row['seed_holds'] else 'no'} {extra}".rstrip())
     return 0
