@@ -1,10 +1,12 @@
 """The embedded broker's lifecycle and configureTopics.sh against a real Tansu process; the
-consumers' fetch wait per broker kind (a short one starves consumers of the durable broker)."""
+consumers' fetch wait per broker kind (a short one starves consumers of the durable broker); the
+local MLflow server the stream job falls back to when its Python cannot open the SQLite store."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -149,3 +151,28 @@ def test_durable_consumers_read_a_partition_of_many_single_record_batches(tmp_pa
         assert newest == [n_batches - 1]
     finally:
         stop_broker(config)
+
+
+@pytest.mark.integration
+def test_job_registry_falls_back_to_a_supervised_mlflow_server_over_the_same_store(tmp_path):
+    """A `flink.python` without SQLAlchemy cannot open the SQLite store: the job gets the URL of a
+    local MLflow server over that store, reused while it runs and stopped with the stream."""
+    from mlflow import MlflowClient
+
+    from jobs.broker import read_pid
+    from jobs.commands.stream import registry_url_for_job, stop_stream, stream_dir
+
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    config = load_config([f"home={tmp_path / 'home'}", f"flink.python={bare / 'bin' / 'python'}"], env={})
+    MlflowClient(tracking_uri=config.tracking_uri).create_registered_model("fallback_probe")
+    try:
+        url = registry_url_for_job(config)
+        pid = read_pid(stream_dir(config) / "registry.pid")
+        assert url.startswith("http://127.0.0.1:") and pid_alive(pid)
+        assert registry_url_for_job(config) == url  # a running server is reused, not restarted
+        assert MlflowClient(tracking_uri=url).get_registered_model("fallback_probe").name == "fallback_probe"
+    finally:
+        stop_stream(config)
+    assert not pid_alive(pid)
+    assert not (stream_dir(config) / "registry.url").exists()
