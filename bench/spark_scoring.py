@@ -68,6 +68,12 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
+def in_process_rps(scorer, X: np.ndarray) -> float:
+    """Rows/s of `scorer` over all of `X` in this process, after a warm-up call."""
+    scorer.score(X[:10_000])
+    return len(X) / timed(lambda: scorer.score(X))
+
+
 def warm_seconds(frame) -> float:
     """Second run of writing `frame` to the noop sink (the first warms workers and loads models)."""
     write = lambda: frame.write.format("noop").mode("overwrite").save()  # noqa: E731
@@ -151,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     best = max(paths, key=rps.get)
     # The Java harness forks a JVM per call; m2cgen-c-python runs the m2cgen-c scorer.
     in_process_fmt = {"m2cgen-java": "m2cgen-c", "m2cgen-c-python": "m2cgen-c"}.get(best, best)
-    scorer = load_scorer(bundle, in_process_fmt)
-    scorer.score(X[:10_000])
-    limit = CORES * args.rows / timed(lambda: scorer.score(X))
+    limit = CORES * in_process_rps(load_scorer(bundle, in_process_fmt), X)
+    # The Python paths' scorers alone, one thread each: the onnx path's ceiling is onnxruntime's
+    # tree ensemble, next to the library's own predictor (what spark_udf runs).
+    one_core = {fmt: in_process_rps(load_scorer(bundle, fmt), X) for fmt in ("native", "onnx")}
     print()
+    print("in-process, 1 thread: " + ", ".join(f"{fmt} {v:,.0f} rows/s" for fmt, v in one_core.items()))
     print(f"{'path':<15} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
     for key in ["spark_udf", *paths]:
         print(f"{key:<15} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
@@ -172,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
           + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
           f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
           f"arrow_identity_rps={transfer:.0f} python_ceiling_over_limit={ceiling / limit:.2f} "
+          + "".join(f"{fmt}_1core_rps={v:.0f} " for fmt, v in one_core.items()) +
           f"rescoring_core_hours_60b={core_hours:.0f}")
     return 0
 

@@ -34,7 +34,10 @@ SEED_LOAD_PPS = 50_000 / 60
 
 
 def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Path]:
-    """`n` unique JPEGs <= 0.5 MP from the corpus photos (variant i differs in one pixel)."""
+    """`n` unique JPEGs <= 0.5 MP from the corpus photos (variant i differs in one pixel).
+
+    Variant i is source photo i mod S with pixel (0, 0) set from i mod 65,536: indices repeat a
+    content only lcm(S, 65,536) apart (196,608 for the bench's 48 photos)."""
     from PIL import Image
 
     sources = sorted((corpus_dir / "photos").glob("*"))
@@ -196,24 +199,22 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         done = max(watcher.seen[r][0] for r in refs if r in watcher.seen)
         out["stream_pps"] = len([r for r in refs if r in watcher.seen]) / max(1e-3, (done - t0) / 1000)
         out["drained"] = ok
-        # (c0) latency with no queueing (one upload every 0.5 s), then (c) at 80% of (b); fresh
-        # contents each time (the cache would make repeated uploads nearly free).
-        idle = make_photos(corpus_dir, work / f"idle-{mode}", 20, first=200_000)
-        out["idle"] = paced_latency(watcher, bootstrap, topic, idle, 2.0, "idle")
-        produced += len(idle)
+        def latency_at(rate: float, n: int, first: int, tag: str) -> dict:
+            """Latency of `n` photos uploaded at `rate`/s. Fresh contents each time (the cache would
+            make repeated uploads nearly free): every caller's `first` keeps its variants apart."""
+            nonlocal produced
+            fresh = make_photos(corpus_dir, work / f"{tag}-{mode}", n, first=first)
+            produced += len(fresh)
+            return paced_latency(watcher, bootstrap, topic, fresh, rate, tag)
+
+        # (c0) latency with no queueing (one upload every 0.5 s), then (c) at 80% of (b).
+        out["idle"] = latency_at(2.0, 20, 200_000, "idle")
         rate = 0.8 * out["stream_pps"]
-        n = max(10, int(rate * seconds))
-        paced = make_photos(corpus_dir, work / f"paced-{mode}-{n}", n, first=100_000)
-        loaded = paced_latency(watcher, bootstrap, topic, paced, rate, "lat")
-        produced += len(paced)
+        loaded = latency_at(rate, max(10, int(rate * seconds)), 100_000, "lat")
         out.update(rate_c=rate, loaded=loaded, p50_ms=loaded["p50_ms"], p99_ms=loaded["p99_ms"])
         # Latency at given loads (--rates), to compare profiles at the same photos/s.
-        out["at_rates"] = {}
-        for i, at in enumerate(rates):
-            n = max(10, int(at * seconds))
-            fixed = make_photos(corpus_dir, work / f"rate-{mode}-{i}", n, first=400_000 + 20_000 * i)
-            out["at_rates"][at] = paced_latency(watcher, bootstrap, topic, fixed, at, f"rate{i}")
-            produced += len(fixed)
+        out["at_rates"] = {at: latency_at(at, max(10, int(at * seconds)), 400_000 + 20_000 * i, f"rate{i}")
+                           for i, at in enumerate(rates)}
         # (d) the seed's load.
         out["seed_holds"] = out["stream_pps"] >= SEED_LOAD_PPS
         wall = time.monotonic() - wall0

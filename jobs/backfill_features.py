@@ -197,18 +197,18 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
                   .join(photos.select("photo_id", "content_sha256"), ["photo_id", "content_sha256"], "left_anti")
                   .dropDuplicates(["photo_id", "content_sha256"]))
     outputs = {"features": feature_rows, "quarantine": quarantine_rows, "photos": photo_rows}
+    staged = {name: store.staging(run_id, f"out_{name}") for name in outputs}
     # Independent small jobs over staged inputs: submitted together they share the cores instead
     # of each paying its scheduling latency in turn.
     with ThreadPoolExecutor(len(outputs) + 1) as pool:
         totals = pool.submit(lambda: status.agg(
             F.count(F.lit(1)).alias("rows"),
             *[F.count(F.when(F.col("outcome") == outcome, 1)).alias(outcome) for outcome in OUTCOMES]).first())
-        written = {name: pool.submit(write_counted, rows.coalesce(max(1, parallelism)),
-                                     store.staging(run_id, f"out_{name}"))
+        written = {name: pool.submit(write_counted, rows.coalesce(max(1, parallelism)), staged[name])
                    for name, rows in outputs.items()}
     for name, rows_written in written.items():
         if rows_written.result()["rows"]:
-            commit.moves.append((store.staging(run_id, f"out_{name}"), f"{store.table(name)}/run_id={run_id}"))
+            commit.moves.append((staged[name], f"{store.table(name)}/run_id={run_id}"))
     counts = totals.result().asDict()
     store.commit(commit)
 

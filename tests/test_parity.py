@@ -154,7 +154,6 @@ def test_lightgbm_float64_thresholds_are_rounded_down_for_onnx(wide_lightgbm):
     assert np.max(np.abs(stock_scores - native)) > 1e-3, "the stock conversion no longer misroutes"
 
 
-
 def test_lightgbm_onnx_reads_near_zero_inputs_as_lightgbm_does(tmp_path):
     """LightGBM puts bin edges at +-1e-35f when a feature crosses zero and reads any |x| <= 1e-35f
     as 0.0; the ONNX export must route every float32 around those edges the same way (a bench
