@@ -109,6 +109,9 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
                 if rec["model_version"] == stream_registry["v2"]:
                     swapped_at = ref
             assert swapped_at, "the job never picked up the new champion"
+            # Each parallel Score subtask polls the alias on its own: all have swapped within one
+            # poll interval of the first.
+            time.sleep(2 * config["flink.model_poll_interval_ms"] / 1000)
             later = produce(bootstrap, topic, _uploads(photos[:10], prefix="after-"))
             scores, _ = collect(config, bootstrap, set(later), job_log=log)
             after = [s for s in scores if s["upload_ref"] in set(later)]
