@@ -2,8 +2,9 @@
 
 On one photo set (the corpus photos, downscaled to <= 0.5 MP and made unique per upload, so every
 upload is decoded - the content cache would otherwise hide the work):
- (a) limit: the in-process pipeline (parse -> read -> features -> score in a loop), photos/s,
-     measured just before and just after each mode's stream run and averaged
+ (a) limit: the in-process pipeline (parse -> read -> features -> score in a loop), photos/s, in
+     one process per core at once (the cores the stream shares), measured just before and just
+     after each mode's stream run and averaged
  (b) the stream's maximum sustained photos/s (a backlog drained by the job)
  (c) end-to-end latency p50/p99 (uploaded_at_ms -> score record received by a consumer) at 80% of (b)
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
@@ -57,16 +58,50 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
     return paths
 
 
-def limit_pps(paths: list[Path], model, limits) -> float:
-    """(a) photos/s of the in-process pipeline on the same messages the stream gets."""
+_LIMIT_WORKER: dict = {}
+
+
+def _limit_worker_init(bundle: tuple, limits, warm_path: str) -> None:
+    """A limit worker: load the model once and push one message through (imports, caches)."""
+    from udfs.messages import encode_upload
+    from udfs.stream_scoring import load_model, process_message
+
+    name, version, bundle_dir = bundle
+    model = load_model(name, version, Path(bundle_dir), "native")
+    _LIMIT_WORKER.update(model=model, limits=limits)
+    process_message(encode_upload("warm", Path(warm_path).as_uri()), "bench/0/-1", model, {}, limits)
+
+
+def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
     from udfs.messages import encode_upload
     from udfs.stream_scoring import process_message
 
-    msgs = [encode_upload(p.name, p.as_uri()) for p in paths]
-    t0 = time.perf_counter()
-    for i, raw in enumerate(msgs):
-        process_message(raw, f"bench/0/{i}", model, {}, limits)
-    return len(msgs) / (time.perf_counter() - t0)
+    for i, path in chunk:
+        process_message(encode_upload(Path(path).name, Path(path).as_uri()), f"bench/0/{i}",
+                        _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"])
+    return len(chunk)
+
+
+def _ready(_: int) -> None:
+    time.sleep(0.5)
+
+
+def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
+    """(a) photos/s of the in-process pipeline on the same messages the stream gets, run by
+    `workers` processes at once: the limit of the cores the stream's JVM and Python workers share.
+
+    Spawned, not forked: XGBoost's OpenMP threads do not survive a fork."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    indexed = [(i, str(p)) for i, p in enumerate(paths)]
+    chunks = [indexed[k:k + 10] for k in range(0, len(indexed), 10)]
+    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, str(paths[0]))) as pool:
+        # Each worker takes one sleeping task only once its initializer is done: all are warm.
+        pool.map(_ready, range(workers), chunksize=1)
+        t0 = time.perf_counter()
+        done = sum(pool.imap_unordered(_limit_worker_run, chunks))
+        return done / (time.perf_counter() - t0)
 
 
 class ScoreWatcher(threading.Thread):
@@ -129,11 +164,12 @@ def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -
 
 
 def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list[Path], rate: float,
-                  tag: str) -> dict:
+                  tag: str, sent: list[str]) -> dict:
     """Publish `paths` at `rate`/s; end-to-end latency percentiles (upload -> score received), and
     its two halves at the median: upload -> scored (source, parse, features, score) and
     scored -> received (sinks, broker, consumer)."""
     refs = send(bootstrap, topic, paths, rate, tag)
+    sent.extend(refs)
     watcher.wait_for(set(refs), 300)
     got = [watcher.seen[r] for r in refs if r in watcher.seen]
     if not got:
@@ -144,6 +180,19 @@ def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list
     return {"p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
             "to_scored_p50_ms": float(np.median((scored - uploaded)[has_score])) if has_score.any() else float("nan"),
             "to_consumer_p50_ms": float(np.median((received - scored)[has_score])) if has_score.any() else float("nan")}
+
+
+def topic_refs(config, bootstrap: str, fetch_wait_ms: int) -> set[str]:
+    """Upload refs of every record in photos.scores and photos.dlq, read afresh from the beginning
+    (tells a record the watcher missed from one that never reached the topics)."""
+    from jobs.commands.tail import read_topic
+
+    refs = set()
+    for topic in (config["kafka.topics.scores"], config["kafka.topics.dlq"]):
+        for _, _, value in read_topic(bootstrap, topic, idle_s=5.0, fetch_wait_ms=fetch_wait_ms):
+            rec = json.loads(value)
+            refs.add(rec.get("upload_ref") or rec.get("source_ref"))
+    return refs
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -183,18 +232,18 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         first = send(bootstrap, topic, photos[:4], 0, "first")
         if not watcher.wait_for(set(first), 240):
             raise RuntimeError(f"the stream did not score its first uploads in 240 s; see {home}/stream/job.log")
-        produced = len(first)
+        sent = list(first)  # every upload ref, to account for each one at the end
         # Warm-up: a backlog of other photos, so the JVM's JIT and the workers reach steady state
         # (the first minute of a fresh JVM runs measurably slower).
         warm = send(bootstrap, topic, warmup, 0, "warm")
         watcher.wait_for(set(warm), 600)
-        produced += len(warm)
+        sent += warm
         # (b) backlog drain: max sustained rate. The broker's CPU is counted from here to the end.
         cpu0, wall0 = {k: cpu_seconds(p) for k, p in broker_pids.items()}, time.monotonic()
         backlog = photos[4:]
         t0 = time.time() * 1000
         refs = send(bootstrap, topic, backlog, 0, "max")
-        produced += len(refs)
+        sent += refs
         ok = watcher.wait_for(set(refs), 600)
         done = max(watcher.seen[r][0] for r in refs if r in watcher.seen)
         out["stream_pps"] = len([r for r in refs if r in watcher.seen]) / max(1e-3, (done - t0) / 1000)
@@ -202,10 +251,8 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         def latency_at(rate: float, n: int, first: int, tag: str) -> dict:
             """Latency of `n` photos uploaded at `rate`/s. Fresh contents each time (the cache would
             make repeated uploads nearly free): every caller's `first` keeps its variants apart."""
-            nonlocal produced
             fresh = make_photos(corpus_dir, work / f"{tag}-{mode}", n, first=first)
-            produced += len(fresh)
-            return paced_latency(watcher, bootstrap, topic, fresh, rate, tag)
+            return paced_latency(watcher, bootstrap, topic, fresh, rate, tag, sent)
 
         # (c0) latency with no queueing (one upload every 0.5 s), then (c) at 80% of (b).
         out["idle"] = latency_at(2.0, 20, 200_000, "idle")
@@ -221,9 +268,13 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         out["broker_cores"] = {k: (cpu_seconds(p) - cpu0[k]) / wall for k, p in broker_pids.items() if p}
         watcher.stop.set()
         watcher.join(5)
-        out["produced"] = produced
+        out["produced"] = len(sent)
         out["accounted"] = len(watcher.seen)
-        out["lost"] = produced - len(watcher.seen)
+        missing = [r for r in sent if r not in watcher.seen]
+        out["lost"] = len(missing)
+        if missing:
+            out["missing"] = missing[:10]
+            out["missing_found_later"] = sorted(set(missing) & topic_refs(config, bootstrap, out["consumer_wait_ms"]))
         return out
     finally:
         stop_stream(config, stop_registry=False)
@@ -237,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="durable,ephemeral")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of the paced latency run")
     parser.add_argument("--rates", default="", help="comma-separated photos/s: also measure latency at these loads")
+    parser.add_argument("--limit-workers", type=int, default=os.cpu_count() or 1,
+                        help="processes running the in-process pipeline for (a) (default: the machine's cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override for the stream runs (e.g. flink.parallelism=2)")
     args = parser.parse_args(argv)
@@ -247,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import promote, resolve_bundle
     from models.train import train_and_register
     from udfs.features import extract_batch
-    from udfs.stream_scoring import load_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     registry_home = work / "registry"
@@ -265,7 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     photos = make_photos(work / "corpus", work / "bench-photos", args.photos)
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
-    model = load_model(name, v, bundle_dir, "native")
     url = registry_url_for_job(config)
     rows = []
     try:
@@ -273,14 +324,14 @@ def main(argv: list[str] | None = None) -> int:
             # (a) is measured just before and just after the mode's stream run and averaged: the
             # VM's steal time moves a core's speed by 10-30 % within minutes, and (b)/(a) should
             # compare rates taken on the same machine.
-            before = limit_pps(photos, model, decode_limits(config))
-            print(f"(a) in-process limit: {before:.1f} photos/s; running the stream on the {mode} broker ...",
+            before = limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
+            print(f"(a) in-process limit, {args.limit_workers} processes: {before:.1f} photos/s; running the stream on the {mode} broker ...",
                   file=sys.stderr)
             row = run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
                                   *args.overrides],
                            photos, warmup, args.seconds, work / "corpus", work,
                            tuple(float(r) for r in args.rates.split(",") if r))
-            after = limit_pps(photos, model, decode_limits(config))
+            after = limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
             row["limit_pps"], row["limit_range"] = (before + after) / 2, (before, after)
             rows.append(row)
     finally:
@@ -304,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         cores = ", ".join(f"{k} {v:.2f}" for k, v in r["broker_cores"].items())
         print(f"{r['mode']}: fetch.max.wait.ms source {r['source_wait_ms']} / consumer {r['consumer_wait_ms']}; "
               f"broker CPU from (b) on, in cores: {cores}")
+    for r in rows:
+        if r["lost"]:
+            print(f"{r['mode']}: LOST {r['lost']} of {r['produced']} uploads, e.g. {r['missing']}; a fresh read "
+                  f"of photos.scores and photos.dlq finds {len(r['missing_found_later'])} of them "
+                  f"{r['missing_found_later'][:10]}")
     for r in rows:
         if not r["seed_holds"]:
             print(f"(d) {r['mode']}: 833 uploads/s needs ~{SEED_LOAD_PPS / r['stream_pps']:.0f}x this machine's "
