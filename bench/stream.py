@@ -73,6 +73,7 @@ def _limit_worker_init(bundle: tuple, limits, warm_path: str) -> None:
 
 
 def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
+    """Push (index, path) uploads through the whole in-process pipeline; returns how many."""
     from udfs.messages import encode_upload
     from udfs.stream_scoring import process_message
 
@@ -83,6 +84,7 @@ def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
 
 
 def _ready(_: int) -> None:
+    """Hold a worker long enough that every worker takes one of these (after its initializer)."""
     time.sleep(0.5)
 
 
