@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # On the mini-cluster PyFlink defaults to "loopback": every Python operator runs as a thread of
     # this client process, so all of them share one GIL (one core), whatever the parallelism.
-    # "process" gives each operator subtask its own Python worker process.
+    # "process" gives each task slot (one subtask of every Python operator) its own worker process.
     os.environ.setdefault("_python_worker_execution_mode", cfg.get("python_worker_mode", "process"))
 
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, args.restore))
