@@ -61,8 +61,9 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
 _LIMIT_WORKER: dict = {}
 
 
-def _limit_worker_init(bundle: tuple, limits, warm_path: str) -> None:
-    """A limit worker: load the model once and push one message through (imports, caches)."""
+def _limit_worker_init(bundle: tuple, limits, warm_path: str, warm) -> None:
+    """A limit worker: load the model once, push one message through (imports, caches), then
+    wait at `warm` (a barrier) until every worker and the timer are ready."""
     from udfs.messages import encode_upload
     from udfs.stream_scoring import load_model, process_message
 
@@ -70,6 +71,7 @@ def _limit_worker_init(bundle: tuple, limits, warm_path: str) -> None:
     model = load_model(name, version, Path(bundle_dir), "native")
     _LIMIT_WORKER.update(model=model, limits=limits)
     process_message(encode_upload("warm", Path(warm_path).as_uri()), "bench/0/-1", model, {}, limits)
+    warm.wait()
 
 
 def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
@@ -83,11 +85,6 @@ def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
     return len(chunk)
 
 
-def _ready(_: int) -> None:
-    """Hold a worker long enough that every worker takes one of these (after its initializer)."""
-    time.sleep(0.5)
-
-
 def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
     """(a) photos/s of the in-process pipeline on the same messages the stream gets, run by
     `workers` processes at once: the limit of the cores the stream's JVM and Python workers share.
@@ -98,9 +95,9 @@ def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
     ctx = multiprocessing.get_context("spawn")
     indexed = [(i, str(p)) for i, p in enumerate(paths)]
     chunks = [indexed[k:k + 10] for k in range(0, len(indexed), 10)]
-    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, str(paths[0]))) as pool:
-        # Each worker takes one sleeping task only once its initializer is done: all are warm.
-        pool.map(_ready, range(workers), chunksize=1)
+    warm = ctx.Barrier(workers + 1)
+    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, str(paths[0]), warm)) as pool:
+        warm.wait(timeout=600)  # every worker has loaded the model and scored one photo
         t0 = time.perf_counter()
         done = sum(pool.imap_unordered(_limit_worker_run, chunks))
         return done / (time.perf_counter() - t0)
@@ -320,20 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
     url = registry_url_for_job(config)
+    limit = lambda: limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)  # noqa: E731
     rows = []
     try:
         for mode in [m for m in args.modes.split(",") if m]:
             # (a) is measured just before and just after the mode's stream run and averaged: the
             # VM's steal time moves a core's speed by 10-30 % within minutes, and (b)/(a) should
             # compare rates taken on the same machine.
-            before = limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
+            before = limit()
             print(f"(a) in-process limit, {args.limit_workers} processes: {before:.1f} photos/s; running the stream on the {mode} broker ...",
                   file=sys.stderr)
             row = run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
                                   *args.overrides],
                            photos, warmup, args.seconds, work / "corpus", work,
                            tuple(float(r) for r in args.rates.split(",") if r))
-            after = limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
+            after = limit()
             row["limit_pps"], row["limit_range"] = (before + after) / 2, (before, after)
             rows.append(row)
     finally:

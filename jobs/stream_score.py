@@ -258,8 +258,7 @@ def build(env, cfg: dict) -> None:
             sys.setswitchinterval(cfg["gil_switch_interval_ms"] / 1000.0)
             self.limits = limits()
             # ReturnExpiredIfNotCleanedUp keeps PyFlink's state cache: with NeverReturnExpired every
-            # value()/update() is a synchronous round trip to the JVM (~20 % of the worker's GIL
-            # time). An expired entry read before its cleanup is still right: features are a
+            # value()/update() is a synchronous round trip to the JVM. An expired entry read before its cleanup is still right: features are a
             # function of the content, and a cached score is used only for the same model identity.
             ttl = (StateTtlConfig.new_builder(Time.milliseconds(int(cfg["cache_ttl_ms"])))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
