@@ -61,27 +61,24 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
 _LIMIT_WORKER: dict = {}
 
 
-def _limit_worker_init(bundle: tuple, limits, warm_path: str, warm) -> None:
+def _limit_worker_init(bundle: tuple, limits, warm_message: bytes, warm) -> None:
     """A limit worker: load the model once, push one message through (imports, caches), then
     wait at `warm` (a barrier) until every worker and the timer are ready."""
-    from udfs.messages import encode_upload
     from udfs.stream_scoring import load_model, process_message
 
     name, version, bundle_dir = bundle
     model = load_model(name, version, Path(bundle_dir), "native")
     _LIMIT_WORKER.update(model=model, limits=limits)
-    process_message(encode_upload("warm", Path(warm_path).as_uri()), "bench/0/-1", model, {}, limits)
+    process_message(warm_message, "bench/0/-1", model, {}, limits)
     warm.wait()
 
 
-def _limit_worker_run(chunk: list[tuple[int, str]]) -> int:
-    """Push (index, path) uploads through the whole in-process pipeline; returns how many."""
-    from udfs.messages import encode_upload
+def _limit_worker_run(chunk: list[tuple[int, bytes]]) -> int:
+    """Push (index, message) uploads through the whole in-process pipeline; returns how many."""
     from udfs.stream_scoring import process_message
 
-    for i, path in chunk:
-        process_message(encode_upload(Path(path).name, Path(path).as_uri()), f"bench/0/{i}",
-                        _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"])
+    for i, message in chunk:
+        process_message(message, f"bench/0/{i}", _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"])
     return len(chunk)
 
 
@@ -92,11 +89,13 @@ def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
     Spawned, not forked: XGBoost's OpenMP threads do not survive a fork."""
     import multiprocessing
 
+    from jobs.commands.upload import file_upload
+
     ctx = multiprocessing.get_context("spawn")
-    indexed = [(i, str(p)) for i, p in enumerate(paths)]
-    chunks = [indexed[k:k + 10] for k in range(0, len(indexed), 10)]
+    messages = [(i, file_upload(p.name, p)) for i, p in enumerate(paths)]
+    chunks = [messages[k:k + 10] for k in range(0, len(messages), 10)]
     warm = ctx.Barrier(workers + 1)
-    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, str(paths[0]), warm)) as pool:
+    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, messages[0][1], warm)) as pool:
         warm.wait(timeout=600)  # every worker has loaded the model and scored one photo
         t0 = time.perf_counter()
         done = sum(pool.imap_unordered(_limit_worker_run, chunks))
@@ -145,7 +144,7 @@ def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -
     """Publish one upload per path, paced at `rate`/s (0: as fast as possible); returns refs."""
     from kafka import KafkaProducer
 
-    from udfs.messages import encode_upload
+    from jobs.commands.upload import file_upload
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     futures, t0 = [], time.monotonic()
@@ -155,7 +154,7 @@ def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -
             if delay > 0:
                 time.sleep(delay)
         pid = f"{tag}-{i}"
-        futures.append(producer.send(topic, key=pid.encode(), value=encode_upload(pid, p.as_uri())))
+        futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, p)))
     producer.flush()
     refs = [f"{m.topic}/{m.partition}/{m.offset}" for m in (f.get(timeout=30) for f in futures)]
     producer.close()

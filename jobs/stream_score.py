@@ -1,13 +1,16 @@
 """The PyFlink streaming job: photos.uploaded -> features -> score -> photos.scores, failures ->
 photos.dlq (runs in `.venv-flink`).
 
-    Kafka(photos.uploaded, raw bytes + topic/partition/offset metadata)
-      -> prepare: parse + validate the message, read the bytes, hash them       (udfs.stream_scoring)
-      -> key by content_sha256 -> process: cached features/score, else decode +
-         features (udfs.features, as batch) + score (udfs.scoring, as batch) with the current
-         champion; ValueState with TTL remembers each content's features and last score
+    Kafka(photos.uploaded) -> Row(claimed content_sha256 or "", raw bytes + topic/partition/offset)
+      -> claimed: keyed by the claim in the JVM
+         unclaimed: parse + validate, read the bytes, hash them (udfs.stream_scoring), keyed by the hash
+      -> keyed by content_sha256 -> process: parse, read, hash (a claim is verified here); cached
+         features/score, else decode + features (udfs.features, as batch) + score (udfs.scoring, as
+         batch) with the current champion; ValueState with TTL remembers each content's features
+         and last score
       -> photos.scores / photos.dlq (KafkaSink, at-least-once, flushed on checkpoint)
 
+A claimed photo crosses JVM <-> Python once; `photoscore upload` claims every photo's hash.
 Every message ends as a score or a DLQ record; the job never fails because of a message.
 Checkpoints are retained on cancellation, so `photoscore stream start` resumes from the newest one
 (`--restore`); records after it are replayed and carry the same score identity (content_sha256,
@@ -85,32 +88,89 @@ def flink_configuration(cfg: dict, restore: str | None):
 
 
 # The DataStream KafkaSource's Python API only offers value-only deserializers, and the DLQ needs
-# each record's topic/partition/offset. This tiny deserializer (compiled once with the JDK's javac
-# against the connector jars, shipped with pipeline.jars) emits "topic\tpartition\toffset\t+b64"
-# ("-" for a null value), so any bytes, valid JSON or not, reach Python intact.
+# each record's topic/partition/offset. This small deserializer (compiled once with the JDK's javac
+# against PyFlink's jars, shipped with pipeline.jars) emits Row(claim, line): `line` is
+# "topic\tpartition\toffset\t+b64" ("-" for a null value), so any bytes, valid JSON or not, reach
+# Python intact; `claim` is the message's content_sha256 when it carries a well-formed one, else "".
+# The claim lets the JVM key a photo by its content with no Python operator before the key-by (the
+# scoring operator verifies it); Claimed / Unclaimed split the stream in the JVM.
 METADATA_DESERIALIZER = """
 package photoscore.flink;
 
+import java.io.IOException;
 import java.util.Base64;
+import java.util.regex.Pattern;
+import org.apache.flink.api.common.functions.FilterFunction;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 
-public class RecordWithMetadata implements KafkaRecordDeserializationSchema<String> {
-    private static final long serialVersionUID = 1L;
+public class RecordWithMetadata implements KafkaRecordDeserializationSchema<Row> {
+    private static final long serialVersionUID = 2L;
+    private static final JsonFactory JSON = new JsonFactory();
+    private static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
 
     @Override
-    public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<String> out) {
+    public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<Row> out) {
         byte[] value = record.value();
-        out.collect(record.topic() + "\t" + record.partition() + "\t" + record.offset() + "\t"
-                + (value == null ? "-" : "+" + Base64.getEncoder().encodeToString(value)));
+        String line = record.topic() + "\t" + record.partition() + "\t" + record.offset() + "\t"
+                + (value == null ? "-" : "+" + Base64.getEncoder().encodeToString(value));
+        out.collect(Row.of(claimedSha256(value), line));
+    }
+
+    /** The top-level "content_sha256" of a JSON object message when it is 64 lowercase hex digits, else "". */
+    static String claimedSha256(byte[] value) {
+        if (value == null) {
+            return "";
+        }
+        try (JsonParser parser = JSON.createParser(value)) {
+            if (parser.nextToken() != JsonToken.START_OBJECT) {
+                return "";
+            }
+            while (parser.nextToken() == JsonToken.FIELD_NAME) {
+                String name = parser.getCurrentName();
+                JsonToken token = parser.nextToken();
+                if ("content_sha256".equals(name)) {
+                    String claim = token == JsonToken.VALUE_STRING ? parser.getText() : "";
+                    return SHA256.matcher(claim).matches() ? claim : "";
+                }
+                parser.skipChildren();
+            }
+        } catch (IOException | RuntimeException e) {
+            // Not JSON: the Python side dead-letters it with the parse error.
+        }
+        return "";
     }
 
     @Override
-    public TypeInformation<String> getProducedType() {
-        return Types.STRING;
+    public TypeInformation<Row> getProducedType() {
+        return Types.ROW(Types.STRING, Types.STRING);
+    }
+
+    /** Records whose message claims its content_sha256. */
+    public static class Claimed implements FilterFunction<Row> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public boolean filter(Row row) {
+            return !((String) row.getField(0)).isEmpty();
+        }
+    }
+
+    /** Records that must be read and hashed before they can be keyed. */
+    public static class Unclaimed implements FilterFunction<Row> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public boolean filter(Row row) {
+            return ((String) row.getField(0)).isEmpty();
+        }
     }
 }
 """
@@ -178,10 +238,16 @@ def kafka_source(cfg: dict):
     reset = jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST
     builder._j_builder.setStartingOffsets(
         jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer.committedOffsets(reset))
-    loader = jvm.Thread.currentThread().getContextClassLoader()
-    deserializer = loader.loadClass(DESERIALIZER_CLASS).newInstance()
-    builder._j_builder.setDeserializer(deserializer)
+    builder._j_builder.setDeserializer(java_instance(DESERIALIZER_CLASS))
     return builder.build()
+
+
+def java_instance(class_name: str):
+    """A new instance of a class from pipeline.jars (loaded by the job's user class loader)."""
+    from pyflink.java_gateway import get_gateway
+
+    loader = get_gateway().jvm.Thread.currentThread().getContextClassLoader()
+    return loader.loadClass(class_name).newInstance()
 
 
 def kafka_sink(cfg: dict, topic: str):
@@ -204,45 +270,59 @@ def kafka_sink(cfg: dict, topic: str):
 def build(env, cfg: dict) -> None:
     """Wire the operators (the functions they call live in udfs/).
 
-    Two Python operators only (parse-read-hash, keyed features-score): each failure leaves through
-    a side output, so routing to the two sinks happens in the JVM, with no Python filter/map
-    operators (each would be one more JVM <-> Python hop per record).
+    A photo whose message claims its content_sha256 is keyed by that claim in the JVM and crosses
+    into Python once: the keyed operator reads, hashes (verifying the claim), decodes and scores it.
+    A message without a claim first goes through `parse-read-hash`, which keys it by the hash of
+    the bytes it read; both streams meet in the same keyed state, so a content is cached once
+    however it arrives. Each failure leaves through a side output, so routing to the two sinks
+    happens in the JVM, with no Python filter/map operators (each would be one more JVM <-> Python
+    hop per record).
     """
-    from pyflink.common import Types
+    from pyflink.common import Row, Types
     from pyflink.common.time import Time
     from pyflink.common.watermark_strategy import WatermarkStrategy
     from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+    from pyflink.datastream.data_stream import DataStream, KeyedStream
     from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+    from pyflink.java_gateway import get_gateway
 
     limits_cfg = cfg["limits"]
     dlq_tag = OutputTag("dlq", Types.STRING())
+    keyed_line = Types.ROW([Types.STRING(), Types.STRING()])  # (content_sha256, metadata line)
 
     def limits():
         from udfs.decode import DecodeLimits
         return DecodeLimits(**limits_cfg)
 
-    class Prepare(ProcessFunction):
-        """A metadata line -> PreparedPhoto (main output) | DLQ JSON (side output)."""
+    def prepare_line(line: str, limits):
+        """(PreparedPhoto | QuarantineRecord, uploaded_at_ms) of one metadata line."""
+        from udfs.messages import source_ref
+        from udfs.quarantine import QuarantineRecord, now_ms
+        from udfs.stream_scoring import prepare
+
+        raw, topic, partition, offset = split_record(line)
+        ref = source_ref(topic, partition, offset)
+        try:
+            return prepare(raw, ref, limits)
+        except Exception as exc:  # noqa: BLE001 - a message never kills the job
+            return QuarantineRecord(ref, None, "parse", "malformed_message",
+                                    f"{type(exc).__name__}: {exc}"[:500], now_ms()), None
+
+    class HashContent(ProcessFunction):
+        """Row("", line) of a message without a claim -> Row(content_sha256, line) | DLQ JSON."""
 
         def open(self, ctx: RuntimeContext):
             self.limits = limits()
 
-        def process_element(self, line, ctx):
-            from udfs.messages import encode_dlq, source_ref
-            from udfs.quarantine import QuarantineRecord, now_ms
-            from udfs.stream_scoring import prepare
+        def process_element(self, row, ctx):
+            from udfs.messages import encode_dlq
+            from udfs.quarantine import QuarantineRecord
 
-            raw, topic, partition, offset = split_record(line)
-            ref = source_ref(topic, partition, offset)
-            try:
-                prepared, uploaded = prepare(raw, ref, self.limits)
-            except Exception as exc:  # noqa: BLE001 - a message never kills the job
-                prepared, uploaded = QuarantineRecord(ref, None, "parse", "malformed_message",
-                                                      f"{type(exc).__name__}: {exc}"[:500], now_ms()), None
+            prepared, uploaded = prepare_line(row[1], self.limits)
             if isinstance(prepared, QuarantineRecord):
                 yield dlq_tag, encode_dlq(prepared, uploaded)
             else:
-                yield prepared
+                yield Row(prepared.content_sha256, row[1])
 
     class Score(KeyedProcessFunction):
         """Keyed by content_sha256: cached features/score, else decode + features + score.
@@ -258,8 +338,9 @@ def build(env, cfg: dict) -> None:
             sys.setswitchinterval(cfg["gil_switch_interval_ms"] / 1000.0)
             self.limits = limits()
             # ReturnExpiredIfNotCleanedUp keeps PyFlink's state cache: with NeverReturnExpired every
-            # value()/update() is a synchronous round trip to the JVM. An expired entry read before its cleanup is still right: features are a
-            # function of the content, and a cached score is used only for the same model identity.
+            # value()/update() is a synchronous round trip to the JVM. An expired entry read before
+            # its cleanup is still right: features are a function of the content, and a cached
+            # score is used only for the same model identity.
             ttl = (StateTtlConfig.new_builder(Time.milliseconds(int(cfg["cache_ttl_ms"])))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                    .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
@@ -271,32 +352,45 @@ def build(env, cfg: dict) -> None:
                                           cfg["model_poll_interval_ms"] / 1000.0)
             self.holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
 
-        def process_element(self, photo, ctx):
+        def process_element(self, line, ctx):
             from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord, now_ms
-            from udfs.stream_scoring import DLQ, process_photo
+            from udfs.stream_scoring import DLQ, process_keyed
 
+            prepared, uploaded = prepare_line(line, self.limits)
+            if isinstance(prepared, QuarantineRecord):
+                yield dlq_tag, encode_dlq(prepared, uploaded)
+                return
             self.holder.maybe_refresh()
             model = self.holder.current()  # one version for this element: the swap is atomic
             try:
-                outcome = process_photo(photo, model, self.state.value(), self.limits)
+                outcome = process_keyed(prepared, ctx.get_current_key(), model, self.state.value(), self.limits)
             except Exception as exc:  # noqa: BLE001 - a message never kills the job
-                rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "score_failed",
+                rec = QuarantineRecord(prepared.ref, prepared.photo_id, "score", "score_failed",
                                        f"{type(exc).__name__}: {exc}"[:500], now_ms())
-                yield dlq_tag, encode_dlq(rec, photo.uploaded_at_ms)
+                yield dlq_tag, encode_dlq(rec, prepared.uploaded_at_ms)
                 return
             if outcome.cache is not None:
                 self.state.update(outcome.cache)
             for kind, payload in outcome.records:
                 yield (dlq_tag, payload) if kind == DLQ else payload
 
-    lines = env.from_source(kafka_source(cfg), WatermarkStrategy.no_watermarks(), "photos.uploaded")
-    prepared = lines.process(Prepare(), output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-read-hash")
-    scored = (prepared.key_by(lambda photo: photo.content_sha256, key_type=Types.STRING())
-              .process(Score(), output_type=Types.STRING()).name("features-score"))
-    scored.sink_to(kafka_sink(cfg, cfg["topic_scores"])).name("photos.scores")
-    (prepared.get_side_output(dlq_tag).union(scored.get_side_output(dlq_tag))
-     .sink_to(kafka_sink(cfg, cfg["topic_dlq"])).name("photos.dlq"))
+    # Explicit uids: a checkpoint stays restorable when the job's graph changes around them.
+    records = (env.from_source(kafka_source(cfg), WatermarkStrategy.no_watermarks(), "photos.uploaded")
+               .uid("photos.uploaded"))
+    claimed = DataStream(records._j_data_stream.filter(java_instance(DESERIALIZER_CLASS + "$Claimed"))
+                         .name("content claimed").uid("content-claimed"))
+    unclaimed = DataStream(records._j_data_stream.filter(java_instance(DESERIALIZER_CLASS + "$Unclaimed"))
+                           .name("no content claim").uid("no-content-claim"))
+    hashed = unclaimed.process(HashContent(), output_type=keyed_line).name("parse-read-hash").uid("parse-read-hash")
+    # The key-by PyFlink does itself (Row(key, value) keyed on field 0), done on JVM rows.
+    keyed = KeyedStream(claimed.union(hashed)._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()),
+        Types.STRING(), claimed)
+    scored = keyed.process(Score(), output_type=Types.STRING()).name("features-score").uid("features-score")
+    scored.sink_to(kafka_sink(cfg, cfg["topic_scores"])).name("photos.scores").uid("photos.scores")
+    (hashed.get_side_output(dlq_tag).union(scored.get_side_output(dlq_tag))
+     .sink_to(kafka_sink(cfg, cfg["topic_dlq"])).name("photos.dlq").uid("photos.dlq"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,19 @@ import pytest
 from _stream_fixtures import (MODEL, collect, kill_job, produce, running_broker, running_stream,  # noqa: F401
                               stream_config, stream_registry)
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from jobs.commands.upload import file_upload
+from udfs.features import content_sha256
 from udfs.messages import encode_upload
 from udfs.quarantine import REASON_CODES
 
 pytestmark = pytest.mark.integration
 
 
-def _uploads(paths, prefix=""):
+def _uploads(paths, prefix="", claim=False):
+    """Upload messages; `claim`: as `photoscore upload` sends them, with the content's sha256 (the
+    job keys those in the JVM), else without (the job reads and hashes them before keying)."""
+    if claim:
+        return [(f"{prefix}{p}", file_upload(f"{prefix}{p}", p)) for p in paths]
     return [(f"{prefix}{p}", encode_upload(f"{prefix}{p}", Path(p).as_uri())) for p in paths]
 
 
@@ -43,33 +49,41 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
     photos = sorted(corpus_features["photo_id"])
     with running_broker(config, "ephemeral") as bootstrap, running_stream(config) as job:
         log = Path(job["log"])
-        # 1. N uploads: photos, broken files, malformed JSON, missing fields, unreadable URIs, duplicates.
-        messages = _uploads(photos) + _uploads(sorted(bad_inputs))
+        # 1. N uploads: photos (claiming their content hash), broken files, malformed JSON, missing
+        # fields, unreadable URIs (with and without a claim), duplicates.
+        messages = _uploads(photos, claim=True) + _uploads(sorted(bad_inputs))
         messages += [("bad1", b"{not json"), ("bad2", b"\xff\xfe binary"), ("bad3", b"[]"),
                      ("miss1", json.dumps({"schema": 1, "photo_id": "m1", "uploaded_at_ms": 1}).encode()),
                      ("miss2", json.dumps({"schema": 1, "uri": "/x", "uploaded_at_ms": 1}).encode()),
-                     ("gone", encode_upload("gone", (tmp_path / "nope.jpg").as_uri()))]
+                     ("gone", encode_upload("gone", (tmp_path / "nope.jpg").as_uri())),
+                     ("gone2", encode_upload("gone2", (tmp_path / "nope.jpg").as_uri(), content_sha256="0" * 64))]
+        # Duplicates without a claim (hashed before keying) meet the claimed originals' state; a
+        # wrong claim is scored from its own bytes and cached nowhere.
         dups = [(f"dup{i}", encode_upload(f"dup{i}", inline=Path(p).read_bytes())) for i, p in enumerate(photos[:8])]
+        sha = {p: content_sha256(Path(p).read_bytes()) for p in photos[:2]}
+        liar = ("liar", encode_upload("liar", Path(photos[0]).as_uri(), content_sha256=sha[photos[1]]))
         refs = produce(bootstrap, topic, messages)
         first = collect(config, bootstrap, set(refs), job_log=log)
-        dup_refs = produce(bootstrap, topic, dups)  # after the originals: their contents are cached
-        scores, dlq = collect(config, bootstrap, set(refs) | set(dup_refs), job_log=log)
-        n = len(refs) + len(dup_refs)
+        dup_refs = produce(bootstrap, topic, [liar, *dups])  # after the originals: their contents are cached
+        liar_ref, dup_refs = dup_refs[0], dup_refs[1:]
+        scores, dlq = collect(config, bootstrap, set(refs) | {liar_ref} | set(dup_refs), job_log=log)
+        n = len(refs) + len(dup_refs) + 1
         by_ref = {s["upload_ref"]: s for s in scores} | {d["source_ref"]: d for d in dlq}
-        assert len({*refs, *dup_refs}) == n and set(by_ref) >= {*refs, *dup_refs}
+        assert len({*refs, liar_ref, *dup_refs}) == n and set(by_ref) >= {*refs, liar_ref, *dup_refs}
         assert len({s["upload_ref"] for s in scores}) + len({d["source_ref"] for d in dlq}) == n
         assert all(d["reason_code"] in REASON_CODES and d["detail"] for d in dlq)
         reasons = {by_ref[r]["photo_id"] if by_ref[r].get("photo_id") else r: by_ref[r]["reason_code"]
                    for r in refs[len(photos):]}
         for path, code in bad_inputs.items():
             assert reasons[Path(path).as_posix()] == code
-        assert reasons["gone"] == "unreadable_uri" and reasons["m1"] == "missing_field"
+        assert reasons["gone"] == reasons["gone2"] == "unreadable_uri" and reasons["m1"] == "missing_field"
         assert Counter(reasons.values())["malformed_message"] >= 3
         # Duplicates: one decode per content (only the first score of a content is not from cache).
-        fresh = Counter(s["content_sha256"] for s in scores if not s["from_cache"])
+        fresh = Counter(s["content_sha256"] for s in scores if not s["from_cache"] and s["upload_ref"] != liar_ref)
         assert max(fresh.values()) == 1
         dup_scores = [by_ref[r] for r in dup_refs]
         assert all(s["from_cache"] for s in dup_scores)
+        assert by_ref[liar_ref]["content_sha256"] == sha[photos[0]] and not by_ref[liar_ref]["from_cache"]
         # Parity: the stream's scores are the batch path's, bit for bit, same version and format.
         expected = _expected_scores(corpus_features, stream_registry["bundles"][stream_registry["v1"]],
                                     stream_registry["v1"])

@@ -15,7 +15,7 @@ from udfs.decode import DecodeLimits
 from udfs.features import FEATURE_NAMES
 from udfs.messages import encode_upload
 from udfs.scorers import load_scorer
-from udfs.stream_scoring import DLQ, SCORES, ModelHolder, load_model, process_message
+from udfs.stream_scoring import DLQ, SCORES, ModelHolder, load_model, prepare, process_keyed, process_message
 
 LIMITS = DecodeLimits()
 
@@ -68,6 +68,23 @@ def test_duplicate_content_is_not_decoded_again_and_swap_rescores_from_cached_fe
     assert (r3["model_version"], r3["export_format"]) == (2, "onnx")
     X = np.asarray([cache[r1["content_sha256"]].values], np.float32)
     assert r3["score"] == float(load_scorer(logreg.bundle_dir, "onnx").score(X)[0])
+
+
+def test_a_wrong_content_claim_is_scored_from_its_bytes_and_never_cached(corpus_features, xgb):
+    """The job keys a claimed message by its claim; the keyed step trusts only the bytes it reads."""
+    a, b = corpus_features["photo_id"].iloc[:2]
+    model = load_model("m", 1, xgb.bundle_dir, "native")
+    photo_a, _ = prepare(encode_upload("a", Path(a).as_uri(), 1), "t/0/0", LIMITS)
+    photo_b, _ = prepare(encode_upload("b", Path(b).as_uri(), 1), "t/0/1", LIMITS)
+    honest = process_keyed(photo_b, photo_b.content_sha256, model, None, LIMITS)
+    assert honest.decoded and honest.cache.content_sha256 == photo_b.content_sha256
+    # A's bytes routed under B's key (a lying claim): B's entry is neither used nor replaced.
+    liar = process_keyed(photo_a, photo_b.content_sha256, model, honest.cache, LIMITS)
+    rec = json.loads(liar.records[0][1])
+    assert liar.decoded and liar.cache is None
+    assert rec["content_sha256"] == photo_a.content_sha256 and rec["from_cache"] is False
+    again = process_keyed(photo_b, photo_b.content_sha256, model, honest.cache, LIMITS)
+    assert not again.decoded and json.loads(again.records[0][1])["from_cache"] is True
 
 
 def test_failures_become_dlq_records_with_the_source_ref(bad_inputs, xgb, tmp_path):

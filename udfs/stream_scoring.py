@@ -268,6 +268,18 @@ def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Op
     return Outcome([(SCORES, encode_score(scored, photo.uploaded_at_ms, photo.ref))], entry, decoded)
 
 
+def process_keyed(photo: PreparedPhoto, key: str, model: Optional[LoadedModel], cached: Optional[CacheEntry],
+                  limits: DecodeLimits) -> Outcome:
+    """`process_photo` for a photo routed by `key`, the content_sha256 its message claimed (or that
+    an earlier read hashed). The keyed state of `key` is used and replaced only when the bytes read
+    now hash to `key`: a wrong claim, or a file rewritten since it was hashed, is scored from its
+    own bytes and cached nowhere (`Outcome.cache` None), so it can never poison another content."""
+    if photo.content_sha256 == key:
+        return process_photo(photo, model, cached, limits)
+    outcome = process_photo(photo, model, None, limits)
+    return Outcome(outcome.records, None, outcome.decoded)
+
+
 def process_message(raw: bytes | str | None, ref: str, model: Optional[LoadedModel],
                     cache: dict, limits: DecodeLimits) -> Outcome:
     """The whole stream path for one message with a plain dict as the per-content cache: what the

@@ -8,13 +8,26 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("upload", help="publish photos.uploaded messages for photo files",
                               description=__doc__ + " Each file becomes one message (key = photo_id, the "
-                              "file's path relative to the input; uri = its absolute file:// path).")
+                              "file's path relative to the input; uri = its absolute file:// path; content_sha256 = the sha256 "
+                              "of its bytes, which lets the stream job key it by content before any Python step).")
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="files and folders")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)")
     p.add_argument("--limit", type=int, default=0, help="at most N messages (0: every file)")
     p.add_argument("--inline", action="store_true", help="send the bytes inline (inline_b64) instead of a uri")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     p.set_defaults(handler=run)
+
+
+def file_upload(photo_id: str, path: Path | str, inline: bool = False) -> bytes:
+    """The upload message of one photo file: its file:// uri (or its bytes inline) and the sha256 of
+    its bytes. The claimed hash lets the stream job key the photo by content in the JVM, before any
+    Python step (the job verifies it against the bytes it reads)."""
+    from udfs.features import content_sha256
+    from udfs.messages import encode_upload
+
+    data = Path(path).read_bytes()
+    uri = None if inline else Path(path).absolute().as_uri()
+    return encode_upload(photo_id, uri, content_sha256=content_sha256(data), inline=data if inline else None)
 
 
 def upload_files(bootstrap: str, topic: str, paths: list[str], rate: float = 0.0, limit: int = 0,
@@ -24,7 +37,6 @@ def upload_files(bootstrap: str, topic: str, paths: list[str], rate: float = 0.0
     from kafka import KafkaProducer
 
     from udfs.errors import PhotoscoreError
-    from udfs.messages import encode_upload
 
     paths = paths[:limit] if limit else paths
     ids = photo_ids or paths
@@ -40,9 +52,7 @@ def upload_files(bootstrap: str, topic: str, paths: list[str], rate: float = 0.0
                     time.sleep(delay)
             if time.monotonic() - start > timeout_s:
                 break
-            data = Path(path).read_bytes() if inline else None
-            uri = None if inline else Path(path).absolute().as_uri()
-            futures.append(producer.send(topic, key=pid.encode(), value=encode_upload(pid, uri, inline=data)))
+            futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, path, inline)))
         producer.flush(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
         sent = 0
         for f in futures:
