@@ -10,7 +10,9 @@ upload is decoded - the content cache would otherwise hide the work):
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
 Every run checks produced = scored + dead-lettered (`lost`).
 The job's source and this bench's consumer use the broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS:
-a short one starves consumers of the durable broker); the brokers' CPU from (b) on is printed.
+a short one starves consumers of the durable broker); the brokers' CPU from (b) on is printed, and
+where a photo's CPU goes during (b): the job's client, its Flink JVM, its Python workers, this
+bench's uploader and consumer, the broker processes (ms per photo, from /proc).
 
     .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--rates 20,30] [--set KEY=VALUE]
 
@@ -203,6 +205,43 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
+def process_tree(root: int) -> list[int]:
+    """`root` and its live descendants, from the parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def cpu_by_role(job_pid: int, broker_pids: dict) -> dict[str, float]:
+    """CPU seconds so far of every process a stream run uses, summed per role: the job's client,
+    its Flink JVM, its Python workers (Beam's boot process and the interpreters it starts), this
+    bench (uploader and consumer) and each broker process."""
+    out = {"job client": 0.0, "Flink JVM": 0.0, "Python workers": 0.0}
+    for pid in process_tree(job_pid) if job_pid else []:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv0 = fh.read().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        role = "job client" if pid == job_pid else "Flink JVM" if argv0.endswith(b"java") else "Python workers"
+        out[role] += cpu_seconds(pid)
+    out["bench"] = cpu_seconds(os.getpid())
+    out.update({name: cpu_seconds(pid) for name, pid in broker_pids.items() if pid})
+    return out
+
+
 def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
              corpus_dir: Path, work: Path, rates: tuple[float, ...] = ()) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
@@ -221,7 +260,7 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         bootstrap = state["bootstrap"]
         broker_pids = {"tansu": state["tansu_pid"], "seaweedfs": state.get("seaweedfs_pid")}
         configure_topics(bootstrap, topic_specs(config))
-        start_stream(config)
+        job_pid = start_stream(config).get("pid")  # None on a session cluster: no local processes
         topic = config["kafka.topics.uploaded"]
         watcher = ScoreWatcher(bootstrap, [config["kafka.topics.scores"], config["kafka.topics.dlq"]],
                                out["consumer_wait_ms"])
@@ -238,11 +277,16 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         sent += warm
         # (b) backlog drain: max sustained rate. The broker's CPU is counted from here to the end.
         cpu0, wall0 = {k: cpu_seconds(p) for k, p in broker_pids.items()}, time.monotonic()
+        roles0 = cpu_by_role(job_pid, broker_pids)
         backlog = photos[4:]
         t0 = time.time() * 1000
         refs = send(bootstrap, topic, backlog, 0, "max")
         sent += refs
         ok = watcher.wait_for(set(refs), 600)
+        roles1, drain_s = cpu_by_role(job_pid, broker_pids), time.monotonic() - wall0
+        # Where a photo's CPU goes while the backlog drains (milliseconds per photo, by role).
+        out["cpu_ms_per_photo"] = {k: 1000 * (roles1[k] - roles0.get(k, 0.0)) / len(refs) for k in roles1}
+        out["drain_cores"] = sum(roles1[k] - roles0.get(k, 0.0) for k in roles1) / drain_s
         done = max(watcher.seen[r][0] for r in refs if r in watcher.seen)
         out["stream_pps"] = len([r for r in refs if r in watcher.seen]) / max(1e-3, (done - t0) / 1000)
         out["drained"] = ok
@@ -350,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{lat['to_scored_p50_ms']:15.1f} {lat['to_consumer_p50_ms']:17.1f}")
     for r in rows:
         print(f"{r['mode']}: limit before / after the stream run {r['limit_range'][0]:.1f} / {r['limit_range'][1]:.1f} photos/s")
+    for r in rows:
+        split = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_photo"].items())
+        print(f"{r['mode']}: CPU per photo during (b), ms: {split}; total "
+              f"{sum(r['cpu_ms_per_photo'].values()):.1f} on {r['drain_cores']:.2f} busy cores "
+              f"(in-process: {1000 * args.limit_workers / r['limit_pps']:.1f} on {args.limit_workers})")
     for r in rows:
         cores = ", ".join(f"{k} {v:.2f}" for k, v in r["broker_cores"].items())
         print(f"{r['mode']}: fetch.max.wait.ms source {r['source_wait_ms']} / consumer {r['consumer_wait_ms']}; "

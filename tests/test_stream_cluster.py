@@ -16,6 +16,7 @@ import yaml
 from _stream_fixtures import collect, produce, running_broker, stream_config, stream_registry  # noqa: F401
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
 from jobs.broker import free_port
+from jobs.commands.upload import file_upload
 from udfs.messages import encode_upload
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,8 @@ def test_flink_run_on_a_session_cluster_by_config(stream_registry, session_clust
             assert info["mode"] == "session" and info["job_id"]
             assert stream_status(config)["running"]
             refs = produce(bootstrap, config["kafka.topics.uploaded"],
-                           [(p, encode_upload(p, Path(p).as_uri())) for p in photos] + [("x", b"not json")])
+                           [(p, file_upload(p, p) if i % 2 else encode_upload(p, Path(p).as_uri()))
+                            for i, p in enumerate(photos)] + [("x", b"not json")])
             scores, dlq = collect(config, bootstrap, set(refs), timeout_s=300, job_log=Path(info["log"]))
             assert {s["upload_ref"] for s in scores} == set(refs[:-1])
             assert [d["reason_code"] for d in dlq] == ["malformed_message"]
