@@ -63,7 +63,7 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         sha = {p: content_sha256(Path(p).read_bytes()) for p in photos[:2]}
         liar = ("liar", encode_upload("liar", Path(photos[0]).as_uri(), content_sha256=sha[photos[1]]))
         refs = produce(bootstrap, topic, messages)
-        first = collect(config, bootstrap, set(refs), job_log=log)
+        collect(config, bootstrap, set(refs), job_log=log)  # the originals are scored and cached first
         dup_refs = produce(bootstrap, topic, [liar, *dups])  # after the originals: their contents are cached
         liar_ref, dup_refs = dup_refs[0], dup_refs[1:]
         scores, dlq = collect(config, bootstrap, set(refs) | {liar_ref} | set(dup_refs), job_log=log)
