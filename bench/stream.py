@@ -360,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
     url = registry_url_for_job(config)
-    limit = lambda: limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)  # noqa: E731
+    def limit() -> float:
+        return limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
+
     rows = []
     try:
         for mode in [m for m in args.modes.split(",") if m]:

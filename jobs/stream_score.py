@@ -164,12 +164,12 @@ public class RecordWithMetadata implements KafkaRecordDeserializationSchema<Row>
     }
 
     /** Records that must be read and hashed before they can be keyed. */
-    public static class Unclaimed implements FilterFunction<Row> {
+    public static class Unclaimed extends Claimed {
         private static final long serialVersionUID = 1L;
 
         @Override
         public boolean filter(Row row) {
-            return ((String) row.getField(0)).isEmpty();
+            return !super.filter(row);
         }
     }
 }
