@@ -144,23 +144,9 @@ class ScoreWatcher(threading.Thread):
 
 def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -> list[str]:
     """Publish one upload per path, paced at `rate`/s (0: as fast as possible); returns refs."""
-    from kafka import KafkaProducer
+    from jobs.commands.upload import upload_files
 
-    from jobs.commands.upload import file_upload
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    futures, t0 = [], time.monotonic()
-    for i, p in enumerate(paths):
-        if rate > 0:
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        pid = f"{tag}-{i}"
-        futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, p)))
-    producer.flush()
-    refs = [f"{m.topic}/{m.partition}/{m.offset}" for m in (f.get(timeout=30) for f in futures)]
-    producer.close()
-    return refs
+    return upload_files(bootstrap, topic, paths, rate, photo_ids=[f"{tag}-{i}" for i in range(len(paths))])
 
 
 def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list[Path], rate: float,

@@ -32,17 +32,9 @@ def _wait_records(config, bootstrap: str, refs: set[str], timeout_s: float) -> t
 
 
 def _send(bootstrap: str, topic: str, paths: list[Path], tag: str) -> list[str]:
-    from kafka import KafkaProducer
+    from jobs.commands.upload import upload_files
 
-    from jobs.commands.upload import file_upload
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    futures = [producer.send(topic, key=f"{tag}{p.name}".encode(), value=file_upload(f"{tag}{p.name}", p))
-               for p in paths]
-    producer.flush()
-    refs = [f"{m.topic}/{m.partition}/{m.offset}" for m in (f.get(timeout=30) for f in futures)]
-    producer.close()
-    return refs
+    return upload_files(bootstrap, topic, paths, photo_ids=[f"{tag}{p.name}" for p in paths])
 
 
 def run_stream_demo(config, corpus_dir: Path | str, timeout_s: float = 300.0) -> dict:

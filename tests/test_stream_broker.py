@@ -14,8 +14,10 @@ import pytest
 
 from jobs.broker import (FETCH_WAIT_MS, broker_kind, broker_status, configure_topics, fetch_wait_ms, kafka_metadata,
                          pid_alive, start_broker, stop_broker, topic_specs)
+from jobs.commands.tail import read_topic
 from jobs.config import load_config
 from udfs.errors import PhotoscoreError
+from udfs.features import content_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +57,22 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
                              capture_output=True, text=True, timeout=120,
                              env={k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")})
         assert f"bootstrap={state['bootstrap']}" in cli.stdout.splitlines()
+        # `photoscore upload` publishes one message per file, bounded by --limit, claiming each hash.
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i in range(3):
+            (photos / f"p{i}.jpg").write_bytes(bytes([i]) * 100)
+        up = subprocess.run([str(REPO / ".venv" / "bin" / "photoscore"), "--set", f"home={home}", "upload",
+                             "--input", str(photos), "--limit", "2", "--rate", "20"],
+                            capture_output=True, text=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")})
+        assert up.returncode == 0 and "uploaded=2 " in up.stdout, up.stdout + up.stderr
+        sent = [json.loads(v) for _, _, v in read_topic(state["bootstrap"], "photos.uploaded", idle_s=1.0,
+                                                        fetch_wait_ms=20)]
+        assert len(sent) == 2
+        for msg in sent:
+            data = Path(msg["photo_id"]).read_bytes()
+            assert msg["uri"] == Path(msg["photo_id"]).as_uri() and msg["content_sha256"] == content_sha256(data)
     finally:
         assert stop_broker(config)
     assert not pid_alive(state["tansu_pid"]) and not broker_status(config)["healthy"]

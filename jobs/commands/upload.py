@@ -8,7 +8,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("upload", help="publish photos.uploaded messages for photo files",
                               description=__doc__ + " Each file becomes one message (key = photo_id, the "
-                              "file's path relative to the input; uri = its absolute file:// path; content_sha256 = the sha256 "
+                              "file's absolute path, as the batch backfill names it; uri = its file:// URI; content_sha256 = the sha256 "
                               "of its bytes, which lets the stream job key it by content before any Python step).")
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="files and folders")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)")
@@ -30,16 +30,17 @@ def file_upload(photo_id: str, path: Path | str, inline: bool = False) -> bytes:
     return encode_upload(photo_id, uri, content_sha256=content_sha256(data), inline=data if inline else None)
 
 
-def upload_files(bootstrap: str, topic: str, paths: list[str], rate: float = 0.0, limit: int = 0,
-                 inline: bool = False, timeout_s: float = 600.0, photo_ids: list[str] | None = None) -> int:
-    """Publish one upload per file (paced at `rate`/s, bounded by `limit` and `timeout_s`); returns
-    how many the broker acknowledged."""
+def upload_files(bootstrap: str, topic: str, paths: list[str] | list[Path], rate: float = 0.0, limit: int = 0,
+                 inline: bool = False, timeout_s: float = 600.0, photo_ids: list[str] | None = None) -> list[str]:
+    """Publish one upload per file (paced at `rate`/s, bounded by `limit` and `timeout_s`; photo_id
+    the path unless `photo_ids` name them); returns the acknowledged records' `topic/partition/offset`
+    refs, in sending order."""
     from kafka import KafkaProducer
 
     from udfs.errors import PhotoscoreError
 
     paths = paths[:limit] if limit else paths
-    ids = photo_ids or paths
+    ids = photo_ids or [str(p) for p in paths]
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_block_ms=15000,
                              client_id="photoscore-upload")
     start = time.monotonic()
@@ -54,14 +55,14 @@ def upload_files(bootstrap: str, topic: str, paths: list[str], rate: float = 0.0
                 break
             futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, path, inline)))
         producer.flush(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
-        sent = 0
+        refs = []
         for f in futures:
             try:
-                f.get(timeout=5)
-                sent += 1
-            except Exception as exc:  # noqa: BLE001 - report the count, then the first failure
+                record = f.get(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - kafka-python raises several types
                 raise PhotoscoreError(f"the broker at {bootstrap} did not acknowledge an upload: {exc}") from None
-        return sent
+            refs.append(f"{record.topic}/{record.partition}/{record.offset}")
+        return refs
     finally:
         producer.close(timeout=5)
 
@@ -73,8 +74,8 @@ def run(args, config) -> int:
     bootstrap = bootstrap_servers(config)
     paths = list_inputs(args.input)
     t0 = time.monotonic()
-    sent = upload_files(bootstrap, config["kafka.topics.uploaded"], paths, args.rate, args.limit,
-                        args.inline, args.timeout)
+    sent = len(upload_files(bootstrap, config["kafka.topics.uploaded"], paths, args.rate, args.limit,
+                            args.inline, args.timeout))
     elapsed = time.monotonic() - t0
     print(f"uploaded={sent} topic={config['kafka.topics.uploaded']} bootstrap={bootstrap} "
           f"seconds={elapsed:.2f}")
