@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="tree library of the bench model (both have every export)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. spark.jvm_block_rows=4096")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (model, data) for a look")
     args = parser.parse_args(argv)
 
     from jobs.backfill_scores import score_frame_spark
@@ -110,78 +112,84 @@ def main(argv: list[str] | None = None) -> int:
     from udfs.scorers import load_scorer
 
     workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
-    os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
-    config = load_config(args.overrides)
-    print(f"training and registering {args.model_type} {args.trees} trees depth {args.depth} ...", flush=True)
-    model_uri = register_model(config, args.model_type, args.trees, args.depth, workdir)
-    name, version, bundle = resolve_bundle(model_uri, config)
-    names = list(read_feature_schema(bundle).names)
-
-    frame, _ = synthetic_features(args.rows, seed=2)
-    data_path = workdir / "features.parquet"
-    frame.to_parquet(data_path, index=False, row_group_size=100_000)
-    X = frame[names].to_numpy(np.float32)
-
-    spark = get_session(config, "photoscore-bench-scoring", master=f"local[{CORES}]")
-    results: dict[str, float] = {}
     try:
-        df = spark.read.parquet(str(data_path)).repartition(CORES * 4).cache()
-        df.count()
-        import mlflow.pyfunc
-        from pyspark.sql import functions as F
+        os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
+        config = load_config(args.overrides)
+        print(f"training and registering {args.model_type} {args.trees} trees depth {args.depth} ...", flush=True)
+        model_uri = register_model(config, args.model_type, args.trees, args.depth, workdir)
+        name, version, bundle = resolve_bundle(model_uri, config)
+        names = list(read_feature_schema(bundle).names)
 
-        from models.registry import _mlflow
+        frame, _ = synthetic_features(args.rows, seed=2)
+        data_path = workdir / "features.parquet"
+        frame.to_parquet(data_path, index=False, row_group_size=100_000)
+        X = frame[names].to_numpy(np.float32)
 
-        _mlflow(config)
-        udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
-        results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
-        print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
-        python_c = load_config([*args.overrides, "spark.c_in_jvm=false"])
-        for path, fmt, cfg in (("native", "native", config), ("onnx", "onnx", config),
-                               ("m2cgen-c", "m2cgen-c", config), ("m2cgen-java", "m2cgen-java", config),
-                               ("m2cgen-c-python", "m2cgen-c", python_c)):
-            scored = score_frame_spark(spark, cfg, df, bundle, names, fmt, name)
-            results[path] = warm_seconds(scored)
-            print(f"  {path:<15} {args.rows / results[path]:>12,.0f} rows/s", flush=True)
-        from pyspark.sql.functions import ArrowUDFType, arrow_udf
+        spark = get_session(config, "photoscore-bench-scoring", master=f"local[{CORES}]")
+        results: dict[str, float] = {}
+        try:
+            df = spark.read.parquet(str(data_path)).repartition(CORES * 4).cache()
+            df.count()
+            import mlflow.pyfunc
+            from pyspark.sql import functions as F
 
-        identity = arrow_udf(identity_arrays, "double", ArrowUDFType.SCALAR_ITER)
-        transfer = args.rows / warm_seconds(df.select(
-            "photo_id", "content_sha256", identity(F.array(*[F.col(n).cast("float") for n in names])).alias("score")))
-        print(f"  {'arrow-identity':<14} {transfer:>12,.0f} rows/s (Arrow UDF that scores nothing)", flush=True)
+            from models.registry import _mlflow
+
+            _mlflow(config)
+            udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+            results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
+            print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
+            python_c = load_config([*args.overrides, "spark.c_in_jvm=false"])
+            for path, fmt, cfg in (("native", "native", config), ("onnx", "onnx", config),
+                                   ("m2cgen-c", "m2cgen-c", config), ("m2cgen-java", "m2cgen-java", config),
+                                   ("m2cgen-c-python", "m2cgen-c", python_c)):
+                scored = score_frame_spark(spark, cfg, df, bundle, names, fmt, name)
+                results[path] = warm_seconds(scored)
+                print(f"  {path:<15} {args.rows / results[path]:>12,.0f} rows/s", flush=True)
+            from pyspark.sql.functions import ArrowUDFType, arrow_udf
+
+            identity = arrow_udf(identity_arrays, "double", ArrowUDFType.SCALAR_ITER)
+            transfer = args.rows / warm_seconds(df.select(
+                "photo_id", "content_sha256", identity(F.array(*[F.col(n).cast("float") for n in names])).alias("score")))
+            print(f"  {'arrow-identity':<14} {transfer:>12,.0f} rows/s (Arrow UDF that scores nothing)", flush=True)
+        finally:
+            spark.stop()
+
+        rps = {k: args.rows / v for k, v in results.items()}
+        paths = [k for k in rps if k != "spark_udf"]
+        best = max(paths, key=rps.get)
+        # The Java harness forks a JVM per call; m2cgen-c-python runs the m2cgen-c scorer.
+        in_process_fmt = {"m2cgen-java": "m2cgen-c", "m2cgen-c-python": "m2cgen-c"}.get(best, best)
+        limit = CORES * in_process_rps(load_scorer(bundle, in_process_fmt), X)
+        # The Python paths' scorers alone, one thread each: the onnx path's ceiling is onnxruntime's
+        # tree ensemble, next to the library's own predictor (what spark_udf runs).
+        one_core = {fmt: in_process_rps(load_scorer(bundle, fmt), X) for fmt in ("native", "onnx")}
+        print()
+        print("in-process, 1 thread: " + ", ".join(f"{fmt} {v:,.0f} rows/s" for fmt, v in one_core.items()))
+        print(f"{'path':<15} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
+        for key in ["spark_udf", *paths]:
+            print(f"{key:<15} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
+        print(f"{'limit':<15} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
+        # Transfer and scoring share the same cores: a Python path cannot beat 1 / (1/transfer + 1/limit).
+        ceiling = 1 / (1 / transfer + 1 / limit)
+        print(f"{'arrow-identity':<15} {transfer:>12,.0f}   (Arrow round trip alone; Python-path ceiling "
+              f"1/(1/transfer + 1/limit) = {ceiling:,.0f} rows/s = {ceiling / limit:.2f} of the limit)")
+        core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
+        print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "
+              f"= {core_hours:,.0f} core-hours ({args.model_type} {args.trees} trees depth {args.depth})")
+        print(f"bench: name=spark_scoring model={args.model_type} rows={args.rows} trees={args.trees} depth={args.depth} "
+              f"spark_udf_rps={rps['spark_udf']:.0f} "
+              + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
+              + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
+              f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
+              f"arrow_identity_rps={transfer:.0f} python_ceiling_over_limit={ceiling / limit:.2f} "
+              + "".join(f"{fmt}_1core_rps={v:.0f} " for fmt, v in one_core.items()) +
+              f"rescoring_core_hours_60b={core_hours:.0f}")
     finally:
-        spark.stop()
-
-    rps = {k: args.rows / v for k, v in results.items()}
-    paths = [k for k in rps if k != "spark_udf"]
-    best = max(paths, key=rps.get)
-    # The Java harness forks a JVM per call; m2cgen-c-python runs the m2cgen-c scorer.
-    in_process_fmt = {"m2cgen-java": "m2cgen-c", "m2cgen-c-python": "m2cgen-c"}.get(best, best)
-    limit = CORES * in_process_rps(load_scorer(bundle, in_process_fmt), X)
-    # The Python paths' scorers alone, one thread each: the onnx path's ceiling is onnxruntime's
-    # tree ensemble, next to the library's own predictor (what spark_udf runs).
-    one_core = {fmt: in_process_rps(load_scorer(bundle, fmt), X) for fmt in ("native", "onnx")}
-    print()
-    print("in-process, 1 thread: " + ", ".join(f"{fmt} {v:,.0f} rows/s" for fmt, v in one_core.items()))
-    print(f"{'path':<15} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
-    for key in ["spark_udf", *paths]:
-        print(f"{key:<15} {rps[key]:>12,.0f} {rps[key] / rps['spark_udf']:>12.2f} {rps[key] / limit:>9.2f}")
-    print(f"{'limit':<15} {limit:>12,.0f}   ({in_process_fmt} in-process x {CORES} cores)")
-    # Transfer and scoring share the same cores: a Python path cannot beat 1 / (1/transfer + 1/limit).
-    ceiling = 1 / (1 / transfer + 1 / limit)
-    print(f"{'arrow-identity':<15} {transfer:>12,.0f}   (Arrow round trip alone; Python-path ceiling "
-          f"1/(1/transfer + 1/limit) = {ceiling:,.0f} rows/s = {ceiling / limit:.2f} of the limit)")
-    core_hours = PROJECTION_ROWS / (rps[best] / CORES) / 3600
-    print(f"projection: rescoring 60 billion photos with {best} at {rps[best] / CORES:,.0f} rows/s per core "
-          f"= {core_hours:,.0f} core-hours ({args.model_type} {args.trees} trees depth {args.depth})")
-    print(f"bench: name=spark_scoring model={args.model_type} rows={args.rows} trees={args.trees} depth={args.depth} "
-          f"spark_udf_rps={rps['spark_udf']:.0f} "
-          + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
-          + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
-          f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
-          f"arrow_identity_rps={transfer:.0f} python_ceiling_over_limit={ceiling / limit:.2f} "
-          + "".join(f"{fmt}_1core_rps={v:.0f} " for fmt, v in one_core.items()) +
-          f"rescoring_core_hours_60b={core_hours:.0f}")
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -235,7 +236,7 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
     from jobs.commands.stream import start_stream, stop_stream
     from jobs.config import load_config
 
-    home = Path(tempfile.mkdtemp(prefix=f"bench-stream-{mode}-"))
+    home = Path(tempfile.mkdtemp(prefix=f"home-{mode}-", dir=work))
     # The job's source and the watcher default to the broker kind's fetch wait (`auto`): the broker
     # started below, in its own home, is of kind `mode`.
     config = load_config([f"home={home}", *base_config_args], env={})
@@ -320,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes running the in-process pipeline for (a) (default: the machine's cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override for the stream runs (e.g. flink.parallelism=2)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (photos, registry, brokers' data, job logs) for a look")
     args = parser.parse_args(argv)
 
     from jobs.commands.stream import registry_url_for_job, stop_stream
@@ -367,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     finally:
         stop_stream(config)  # the registry server
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\nphotos: {len(photos)} unique JPEGs <= 0.5 MP; overrides: {' '.join(args.overrides) or 'none'}\n")
     print(f"{'mode':<10} {'limit pps':>9} {'stream pps':>10} {'eff':>5} {'@80% pps':>9} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'833/s?':>7} {'lost':>5}")
