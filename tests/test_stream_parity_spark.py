@@ -5,7 +5,6 @@ and identical scores for the same model version and export format."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
