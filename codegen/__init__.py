@@ -19,9 +19,10 @@ import m2cgen
 from codegen import catboost_export
 from codegen.assemble import decompose, probability_ast, read_bundle
 from codegen.c_backend import C_LIBRARY, C_SOURCE, CPP_SOURCE, build_c, write_c_source
-from codegen.java_backend import ENTRY_CLASS, HARNESS_CLASS, JAR, build_java, write_java_sources
+from codegen.java_backend import ENTRY_CLASS, JAR, build_java, write_java_sources
 from codegen.python_backend import PY_SOURCE, write_python_source
 from udfs.errors import PhotoscoreError
+from udfs.scorers.m2cgen_java import HARNESS_CLASS
 
 FORMATS = ("m2cgen-python", "m2cgen-java", "m2cgen-c")
 

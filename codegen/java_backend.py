@@ -49,7 +49,7 @@ from m2cgen.interpreters import JavaInterpreter
 from codegen.assemble import Decomposed, count_nodes, sum_ast
 from codegen.c_backend import BLOCK_ROWS, FlatForest, split_forest
 from udfs.errors import PhotoscoreError
-from udfs.scorers.m2cgen_java import HARNESS_CLASS, java_tool
+from udfs.scorers.m2cgen_java import java_tool
 
 PACKAGE = "photoscore.generated"
 JAVA_DIR = "java"
