@@ -9,7 +9,7 @@ path pays on the same cores).
 Each Spark path runs twice over a cached DataFrame and the second (warm) run is timed; output goes
 to Spark's `noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
 
-    .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8] [--model-type lightgbm]
+    .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8] [--model-type lightgbm] [--keep]
 Last line: `bench: name=spark_scoring spark_udf_rps=... best=<path> best_over_spark_udf=...
 best_over_limit=... jvm_over_spark_udf=...`
 """

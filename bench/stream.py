@@ -14,7 +14,7 @@ a short one starves consumers of the durable broker); the brokers' CPU from (b) 
 where a photo's CPU goes during (b): the job's client, its Flink JVM, its Python workers, this
 bench's uploader and consumer, the broker processes (ms per photo, from /proc).
 
-    .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--rates 20,30] [--set KEY=VALUE]
+    .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--rates 20,30] [--set KEY=VALUE] [--keep]
 
 Last line: `bench: name=stream limit_pps=... stream_pps=... efficiency=... p50_ms=... p99_ms=... lost=...`
 (figures of the default, durable mode; the ephemeral ones follow with an `ephemeral_` prefix).

@@ -22,10 +22,19 @@ from udfs.features import content_sha256
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script(home: Path, **env) -> subprocess.CompletedProcess:
+def _run(argv: list[str], **env) -> subprocess.CompletedProcess:
+    """`argv` with this test's environment only: no PHOTOSCORE_* settings leak in from the caller."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")}
-    full.update(PHOTOSCORE_HOME=str(home), **env)
-    return subprocess.run([str(REPO / "configureTopics.sh")], capture_output=True, text=True, env=full, timeout=120)
+    full.update(env)
+    return subprocess.run(argv, capture_output=True, text=True, env=full, timeout=120)
+
+
+def _script(home: Path, **env) -> subprocess.CompletedProcess:
+    return _run([str(REPO / "configureTopics.sh")], PHOTOSCORE_HOME=str(home), **env)
+
+
+def _photoscore(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run([str(REPO / ".venv" / "bin" / "photoscore"), "--set", f"home={home}", *args])
 
 
 @pytest.mark.integration
@@ -53,19 +62,14 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
         assert refused.returncode in (0, 4) and (refused.returncode == 4) == ("NOT UPDATED" in refused.stdout)
         assert set(kafka_metadata(state["bootstrap"])) >= {"photos.uploaded", "photos.scores", "photos.dlq"}
         # The CLI prints bootstrap=HOST:PORT.
-        cli = subprocess.run([str(REPO / ".venv" / "bin" / "photoscore"), "--set", f"home={home}", "broker", "status"],
-                             capture_output=True, text=True, timeout=120,
-                             env={k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")})
+        cli = _photoscore(home, "broker", "status")
         assert f"bootstrap={state['bootstrap']}" in cli.stdout.splitlines()
         # `photoscore upload` publishes one message per file, bounded by --limit, claiming each hash.
         photos = tmp_path / "photos"
         photos.mkdir()
         for i in range(3):
             (photos / f"p{i}.jpg").write_bytes(bytes([i]) * 100)
-        up = subprocess.run([str(REPO / ".venv" / "bin" / "photoscore"), "--set", f"home={home}", "upload",
-                             "--input", str(photos), "--limit", "2", "--rate", "20"],
-                            capture_output=True, text=True, timeout=120,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("PHOTOSCORE_")})
+        up = _photoscore(home, "upload", "--input", str(photos), "--limit", "2", "--rate", "20")
         assert up.returncode == 0 and "uploaded=2 " in up.stdout, up.stdout + up.stderr
         sent = [json.loads(v) for _, _, v in read_topic(state["bootstrap"], "photos.uploaded", idle_s=1.0,
                                                         fetch_wait_ms=20)]
