@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.config import decode_limits, load_config
+from jobs.config import load_settings
 
 CORES = 2
 PROJECTION_PHOTOS = 60e9
@@ -41,20 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             photos = args.corpus
         files = sorted(p for p in photos.rglob("*") if p.is_file())
-        config = load_config()
-        limits = decode_limits(config)
+        settings = load_settings()
+        limits = settings.features.limits()
 
         single_before = in_process_pps(files, limits)
         print(f"in-process, 1 core: {single_before:.1f} photos/s over {len(files)} photos", flush=True)
 
-        spark = get_session(config, "photoscore-bench-features", master=f"local[{CORES}]")
+        spark = get_session(settings.spark, "photoscore-bench-features", master=f"local[{CORES}]")
         try:
             # Warm the Python workers on a throwaway table, then time a fresh backfill.
-            run_feature_backfill(spark, config, str(files[0].parent), str(workdir / "warm"), glob=files[0].name)
+            run_feature_backfill(spark, settings, str(files[0].parent), str(workdir / "warm"), glob=files[0].name)
             # The fixed cost of one run (its Spark jobs, staged writes, commit): a one-photo backfill, warm.
-            fixed = timed_backfill(spark, config, files[1], workdir / "fixed")
+            fixed = timed_backfill(spark, settings, files[1], workdir / "fixed")
             started = time.perf_counter()
-            result = run_feature_backfill(spark, config, str(photos), str(workdir / "tables"))
+            result = run_feature_backfill(spark, settings, str(photos), str(workdir / "tables"))
             seconds = time.perf_counter() - started
         finally:
             spark.stop()
@@ -97,12 +97,12 @@ def in_process_pps(files, limits) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
-def timed_backfill(spark, config, photo: Path, tables: Path) -> float:
+def timed_backfill(spark, settings, photo: Path, tables: Path) -> float:
     """Seconds of a feature backfill of the single photo `photo` into a fresh table root."""
     from jobs.backfill_features import run_feature_backfill
 
     started = time.perf_counter()
-    run_feature_backfill(spark, config, str(photo.parent), str(tables), glob=photo.name)
+    run_feature_backfill(spark, settings, str(photo.parent), str(tables), glob=photo.name)
     return time.perf_counter() - started
 
 

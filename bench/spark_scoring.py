@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.config import load_config
+from jobs.settings import load_settings
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 
 CORES = 2
@@ -47,7 +47,7 @@ def synthetic_features(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]
     return frame, (logit > 0)
 
 
-def register_model(config, model_type: str, trees: int, depth: int, workdir: Path) -> str:
+def register_model(settings, model_type: str, trees: int, depth: int, workdir: Path) -> str:
     """Train and register the bench model on 20 k synthetic rows; returns its models:/ URI."""
     from models.train import train_and_register
     from models.trainers import TrainParams
@@ -58,7 +58,7 @@ def register_model(config, model_type: str, trees: int, depth: int, workdir: Pat
     frame.to_parquet(workdir / "train_features.parquet", index=False)
     labels.to_parquet(workdir / "train_labels.parquet", index=False)
     result = train_and_register(workdir / "train_features.parquet", workdir / "train_labels.parquet",
-                                "low_quality", model_type, "bench_scoring", config,
+                                "low_quality", model_type, "bench_scoring", settings,
                                 TrainParams(trees=trees, depth=depth))
     return f"models:/bench_scoring/{result.version}"
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-type", choices=("xgboost", "lightgbm"), default="xgboost",
                         help="tree library of the bench model (both have every export)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override, e.g. spark.jvm_block_rows=4096")
+                        help="settings override, e.g. spark.jvm_block_rows=4096")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (model, data) for a look")
     args = parser.parse_args(argv)
 
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
     try:
         os.environ["PHOTOSCORE_HOME"] = str(workdir / "home")
-        config = load_config(args.overrides)
+        settings = load_settings(args.overrides)
         print(f"training and registering {args.model_type} {args.trees} trees depth {args.depth} ...", flush=True)
-        model_uri = register_model(config, args.model_type, args.trees, args.depth, workdir)
-        name, version, bundle = resolve_bundle(model_uri, config)
+        model_uri = register_model(settings, args.model_type, args.trees, args.depth, workdir)
+        name, version, bundle = resolve_bundle(model_uri, settings)
         names = list(read_feature_schema(bundle).names)
 
         frame, _ = synthetic_features(args.rows, seed=2)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         frame.to_parquet(data_path, index=False, row_group_size=100_000)
         X = frame[names].to_numpy(np.float32)
 
-        spark = get_session(config, "photoscore-bench-scoring", master=f"local[{CORES}]")
+        spark = get_session(settings.spark, "photoscore-bench-scoring", master=f"local[{CORES}]")
         results: dict[str, float] = {}
         try:
             df = spark.read.parquet(str(data_path)).repartition(CORES * 4).cache()
@@ -135,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 
             from models.registry import _mlflow
 
-            _mlflow(config)
+            _mlflow(settings)
             udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
             results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
             print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
-            python_c = load_config([*args.overrides, "spark.c_in_jvm=false"])
-            for path, fmt, cfg in (("native", "native", config), ("onnx", "onnx", config),
-                                   ("m2cgen-c", "m2cgen-c", config), ("m2cgen-java", "m2cgen-java", config),
+            python_c = load_settings([*args.overrides, "spark.c_in_jvm=false"])
+            for path, fmt, cfg in (("native", "native", settings), ("onnx", "onnx", settings),
+                                   ("m2cgen-c", "m2cgen-c", settings), ("m2cgen-java", "m2cgen-java", settings),
                                    ("m2cgen-c-python", "m2cgen-c", python_c)):
                 scored = score_frame_spark(spark, cfg, df, bundle, names, fmt, name)
                 results[path] = warm_seconds(scored)

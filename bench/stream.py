@@ -169,13 +169,13 @@ def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list
             "to_consumer_p50_ms": float(np.median((received - scored)[has_score])) if has_score.any() else float("nan")}
 
 
-def topic_refs(config, bootstrap: str, fetch_wait_ms: int) -> set[str]:
+def topic_refs(settings, bootstrap: str, fetch_wait_ms: int) -> set[str]:
     """Upload refs of every record in photos.scores and photos.dlq, read afresh from the beginning
     (tells a record the watcher missed from one that never reached the topics)."""
     from jobs.commands.tail import read_topic
 
     refs = set()
-    for topic in (config["kafka.topics.scores"], config["kafka.topics.dlq"]):
+    for topic in (settings.kafka.topics.scores, settings.kafka.topics.dlq):
         for _, _, value in read_topic(bootstrap, topic, idle_s=5.0, fetch_wait_ms=fetch_wait_ms):
             rec = json.loads(value)
             refs.add(rec.get("upload_ref") or rec.get("source_ref"))
@@ -233,23 +233,23 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
              corpus_dir: Path, work: Path, rates: tuple[float, ...] = ()) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
     from jobs.broker import configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
-    from jobs.commands.stream import start_stream, stop_stream
-    from jobs.config import load_config
+    from jobs.stream_supervisor import start_stream, stop_stream
+    from jobs.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix=f"home-{mode}-", dir=work))
     # The job's source and the watcher default to the broker kind's fetch wait (`auto`): the broker
     # started below, in its own home, is of kind `mode`.
-    config = load_config([f"home={home}", *base_config_args], env={})
-    out: dict = {"mode": mode, "source_wait_ms": fetch_wait_ms(config, "flink.fetch_max_wait_ms", mode),
-                 "consumer_wait_ms": fetch_wait_ms(config, kind=mode)}
+    settings = load_settings([f"home={home}", *base_config_args], env={})
+    out: dict = {"mode": mode, "source_wait_ms": fetch_wait_ms(settings, settings.flink.fetch_max_wait_ms, mode),
+                 "consumer_wait_ms": fetch_wait_ms(settings, kind=mode)}
     try:
-        state = start_broker(config, mode=mode)
+        state = start_broker(settings, mode=mode)
         bootstrap = state["bootstrap"]
         broker_pids = {"tansu": state["tansu_pid"], "seaweedfs": state.get("seaweedfs_pid")}
-        configure_topics(bootstrap, topic_specs(config))
-        job_pid = start_stream(config).get("pid")  # None on a session cluster: no local processes
-        topic = config["kafka.topics.uploaded"]
-        watcher = ScoreWatcher(bootstrap, [config["kafka.topics.scores"], config["kafka.topics.dlq"]],
+        configure_topics(bootstrap, topic_specs(settings.kafka))
+        job_pid = start_stream(settings).get("pid")  # None on a session cluster: no local processes
+        topic = settings.kafka.topics.uploaded
+        watcher = ScoreWatcher(bootstrap, [settings.kafka.topics.scores, settings.kafka.topics.dlq],
                                out["consumer_wait_ms"])
         watcher.start()
         # The job is up and the model loaded once a first score arrives.
@@ -303,11 +303,11 @@ def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup:
         out["lost"] = len(missing)
         if missing:
             out["missing"] = missing[:10]
-            out["missing_found_later"] = sorted(set(missing) & topic_refs(config, bootstrap, out["consumer_wait_ms"]))
+            out["missing_found_later"] = sorted(set(missing) & topic_refs(settings, bootstrap, out["consumer_wait_ms"]))
         return out
     finally:
-        stop_stream(config, stop_registry=False)
-        stop_broker(config)
+        stop_stream(settings, stop_registry=False)
+        stop_broker(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,13 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-workers", type=int, default=os.cpu_count() or 1,
                         help="processes running the in-process pipeline for (a) (default: the machine's cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override for the stream runs (e.g. flink.parallelism=2)")
+                        help="settings override for the stream runs (e.g. flink.parallelism=2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (photos, registry, brokers' data, job logs) for a look")
     args = parser.parse_args(argv)
 
-    from jobs.commands.stream import registry_url_for_job, stop_stream
-    from jobs.config import decode_limits, load_config
+    from jobs.stream_supervisor import registry_url_for_job, stop_stream
+    from jobs.settings import load_settings
     from models.corpus import build_corpus
     from models.registry import promote, resolve_bundle
     from models.train import train_and_register
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     registry_home = work / "registry"
-    config = load_config([f"home={registry_home}"], env={})
+    settings = load_settings([f"home={registry_home}"], env={})
     print("building corpus, features and a model ...", file=sys.stderr)
     build_corpus(work / "corpus", n=48, seed=5, broken=False, progress=False)
     import pandas as pd
@@ -343,14 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     feats.to_parquet(work / "features.parquet", index=False)
     from models.trainers import TrainParams
     result = train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
-                                "xgboost", "photo_quality", config, TrainParams(trees=40, depth=5))
-    promote(config, "photo_quality", str(result.version), "champion")
+                                "xgboost", "photo_quality", settings, TrainParams(trees=40, depth=5))
+    promote(settings, "photo_quality", str(result.version), "champion")
     photos = make_photos(work / "corpus", work / "bench-photos", args.photos)
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
-    name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", config)
-    url = registry_url_for_job(config)
+    name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", settings)
+    url = registry_url_for_job(settings)
     def limit() -> float:
-        return limit_pps(photos, (name, v, str(bundle_dir)), decode_limits(config), args.limit_workers)
+        return limit_pps(photos, (name, v, str(bundle_dir)), settings.features.limits(), args.limit_workers)
 
     rows = []
     try:
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             row["limit_pps"], row["limit_range"] = (before + after) / 2, (before, after)
             rows.append(row)
     finally:
-        stop_stream(config)  # the registry server
+        stop_stream(settings)  # the registry server
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:

@@ -24,7 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from jobs.config import Config, decode_limits, load_config
+from jobs.config import ConfigError, load_settings
+from udfs.settings import Settings
 from jobs.progress import Progress
 from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id,
                                write_counted)
@@ -108,7 +109,7 @@ def _progress_thread(accumulator, total: int, stop: threading.Event) -> threadin
     return thread
 
 
-def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: str | None = None,
+def run_feature_backfill(spark, settings: Settings, source: str, tables: str, glob: str | None = None,
                          kind: str = "auto", run_id: str | None = None) -> FeatureBackfillResult:
     """Backfill features of `source` into the tables at `tables`; returns the reconciled counts."""
     from pyspark.sql import functions as F
@@ -117,8 +118,8 @@ def run_feature_backfill(spark, config: Config, source: str, tables: str, glob: 
 
     from jobs.spark_session import set_arrow_batch_rows
 
-    limits = decode_limits(config)
-    set_arrow_batch_rows(spark, config, "spark.features_batch_rows", 64)
+    limits = settings.features.limits()
+    set_arrow_batch_rows(spark, settings.spark.features_batch_rows)
     store = TableStore(spark, tables)
     store.recover()
     run_id = run_id or new_run_id()
@@ -247,11 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    config = load_config(args.overrides)
-    tables = args.tables or config.path("storage.tables")
-    spark = get_session(config, "photoscore-backfill-features")
     try:
-        result = run_feature_backfill(spark, config, args.input, tables, args.glob, args.input_kind)
+        settings = load_settings(args.overrides)
+    except ConfigError as exc:
+        print(f"backfill features: config error: {exc}", file=sys.stderr)
+        return 2
+    tables = args.tables or settings.resolve(settings.storage.tables)
+    spark = get_session(settings.spark, "photoscore-backfill-features")
+    try:
+        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind)
     except PhotoscoreError as exc:
         print(f"backfill features: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
-from jobs.config import Config, load_config
+from jobs.config import ConfigError, load_settings
+from jobs import model_args
+from udfs.settings import Settings
 from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, write_counted
 from udfs.errors import PhotoscoreError
 
@@ -80,7 +82,7 @@ def _shipped(spark) -> set[str]:
     return {str(uri).rsplit("/", 1)[-1] for uri in spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(listed)}
 
 
-def scores_of(spark, config: Config, todo, bundle_dir: Path, names, export_format: str, model_name: str):
+def scores_of(spark, settings: Settings, todo, bundle_dir: Path, names, export_format: str, model_name: str):
     """`todo` (feature rows) -> (photo_id, content_sha256, score): the one place the formats
     differ. Score null (or non-finite) where the scorer failed on that row.
 
@@ -97,15 +99,15 @@ def scores_of(spark, config: Config, todo, bundle_dir: Path, names, export_forma
     from udfs.spark_jvm import JVM_FORMATS, score_rows_jvm
     from udfs.spark_udfs import score_arrays
 
-    in_jvm = export_format in JVM_FORMATS and (export_format != "m2cgen-c" or config.get("spark.c_in_jvm", True))
+    in_jvm = export_format in JVM_FORMATS and (export_format != "m2cgen-c" or settings.spark.c_in_jvm)
     if in_jvm:
         rows = todo.select("photo_id", "content_sha256", *[F.col(n).cast("float") for n in names])
-        return score_rows_jvm(spark, rows, bundle_dir, names, export_format, config.home / "spark" / "udf-jars",
-                              int(config.get("spark.jvm_block_rows", 1024)))
-    set_arrow_batch_rows(spark, config, "spark.scoring_batch_rows", 20_000)
+        return score_rows_jvm(spark, rows, bundle_dir, names, export_format, settings.home / "spark" / "udf-jars",
+                              settings.spark.jvm_block_rows)
+    set_arrow_batch_rows(spark, settings.spark.scoring_batch_rows)
     # Ship the bundle to every executor as an archive Spark unpacks there (SparkFiles); a path
     # already added in this session is not added again.
-    archive = bundle_archive(bundle_dir, config.home / "spark" / "bundles", model_name)
+    archive = bundle_archive(bundle_dir, settings.home / "spark" / "bundles", model_name)
     if archive.name not in _shipped(spark):
         spark.sparkContext.addArchive(str(archive))
     udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format), "double",
@@ -114,7 +116,7 @@ def scores_of(spark, config: Config, todo, bundle_dir: Path, names, export_forma
                        udf(F.array(*[F.col(n).cast("float") for n in names])).alias("score"))
 
 
-def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, export_format: str,
+def score_frame_spark(spark, settings: Settings, todo, bundle_dir: Path, names, export_format: str,
                       model_name: str):
     """Score `todo` (feature rows, all finite) -> rows (ok, photo_id, content_sha256, score,
     scored_at_ms, stage, reason_code, detail); failed rows get the quarantine columns in SQL."""
@@ -126,7 +128,7 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
     ok = score.isNotNull() & ~F.isnan(score) & (F.abs(score) != float("inf"))
     detail = (F.when(score.isNull(), F.lit("the scorer failed on this row (its error is in the executor log)"))
               .otherwise(F.concat(F.lit("the scorer returned "), score.cast("string"))))
-    return (scores_of(spark, config, todo, bundle_dir, names, export_format, model_name)
+    return (scores_of(spark, settings, todo, bundle_dir, names, export_format, model_name)
             .select(ok.alias("ok"), "photo_id", "content_sha256", "score",
                     F.lit(now_ms()).cast("long").alias("scored_at_ms"),
                     F.when(~ok, F.lit("score")).alias("stage"),
@@ -134,7 +136,7 @@ def score_frame_spark(spark, config: Config, todo, bundle_dir: Path, names, expo
                     F.when(~ok, detail).alias("detail")))
 
 
-def run_score_backfill(spark, config: Config, model_uri: str, export_format: str, tables: str,
+def run_score_backfill(spark, settings: Settings, model_uri: str, export_format: str, tables: str,
                        force: bool = False, run_id: str | None = None) -> ScoreBackfillResult:
     """Score every stored feature row of the model's feature version not yet scored by it."""
     from pyspark.sql import functions as F
@@ -148,7 +150,7 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
     store = TableStore(spark, tables)
     store.recover()
     run_id = run_id or new_run_id()
-    name, version, bundle_dir = resolve_bundle(model_uri, config)
+    name, version, bundle_dir = resolve_bundle(model_uri, settings)
     schema = read_feature_schema(bundle_dir)
     names = list(schema.names)
     prefix = f"models:/{name}/{version}#"
@@ -169,7 +171,7 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
     todo = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & F.col("_finite"))
 
     scored_path = store.staging(run_id, "scored")
-    outcome = write_counted(score_frame_spark(spark, config, todo, bundle_dir, names, export_format, name),
+    outcome = write_counted(score_frame_spark(spark, settings, todo, bundle_dir, names, export_format, name),
                             scored_path, failed=F.count(F.when(~F.col("ok"), 1)))
     scored = spark.read.parquet(scored_path)
 
@@ -220,10 +222,7 @@ def run_score_backfill(spark, config: Config, model_uri: str, export_format: str
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by spark-submit and `photoscore backfill scores`."""
-    parser.add_argument("--model", default=None, metavar="models:/NAME@ALIAS",
-                        help="model URI (default: config mlflow.model_name @ mlflow.alias)")
-    parser.add_argument("--format", dest="export_format", default=None,
-                        help="native | onnx | m2cgen-c | m2cgen-java | m2cgen-python (default: config scoring.format)")
+    model_args.add_model_arguments(parser)
     parser.add_argument("--tables", default=None, metavar="ROOT", help="table root (default: config storage.tables)")
     parser.add_argument("--force", action="store_true",
                         help="rescore identities already scored, replacing the version's rows atomically")
@@ -243,13 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    config = load_config(args.overrides)
-    model_uri = args.model or f"models:/{config['mlflow.model_name']}@{config['mlflow.alias']}"
-    export_format = args.export_format or config.get("scoring.format", "native")
-    tables = args.tables or config.path("storage.tables")
-    spark = get_session(config, "photoscore-backfill-scores")
     try:
-        result = run_score_backfill(spark, config, model_uri, export_format, tables, args.force)
+        settings = load_settings(args.overrides)
+    except ConfigError as exc:
+        print(f"backfill scores: config error: {exc}", file=sys.stderr)
+        return 2
+    tables = args.tables or settings.resolve(settings.storage.tables)
+    spark = get_session(settings.spark, "photoscore-backfill-scores")
+    try:
+        result = run_score_backfill(spark, settings, model_args.model_uri(args, settings),
+                                    model_args.export_format(args, settings),
+                                    tables, args.force)
     except PhotoscoreError as exc:
         print(f"backfill scores: {exc}", file=sys.stderr)
         return 1

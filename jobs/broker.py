@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from udfs.errors import PhotoscoreError
+from udfs.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -241,24 +242,25 @@ class BrokerPaths:
         return self.root / "s3.json"
 
 
-def broker_paths(config) -> BrokerPaths:
-    return BrokerPaths(config.home / "broker")
+def broker_paths(settings: Settings) -> BrokerPaths:
+    """Where this home's embedded broker keeps its state."""
+    return BrokerPaths(settings.home / "broker")
 
 
-def external_bootstrap(config) -> str:
+def external_bootstrap(settings: Settings) -> str:
     """The configured external cluster (`kafka.bootstrap` / PHOTOSCORE_KAFKA_BOOTSTRAP), or ''."""
-    return str(config.get("kafka.bootstrap") or "").strip()
+    return settings.kafka.bootstrap.strip()
 
 
-def bootstrap_servers(config) -> str:
+def bootstrap_servers(settings) -> str:
     """Where Kafka clients connect: the external cluster, else the running embedded broker."""
-    external = external_bootstrap(config)
+    external = external_bootstrap(settings)
     if external:
         return external
-    state = _read_json(broker_paths(config).state)
-    if not state or not pid_alive(read_pid(broker_paths(config).tansu_pid)):
+    state = _read_json(broker_paths(settings).state)
+    if not state or not pid_alive(read_pid(broker_paths(settings).tansu_pid)):
         raise PhotoscoreError(
-            f"no broker: the embedded broker is not running under {config.home} and kafka.bootstrap "
+            f"no broker: the embedded broker is not running under {settings.home} and kafka.bootstrap "
             "is not set; run `photoscore broker start` or set PHOTOSCORE_KAFKA_BOOTSTRAP=HOST:PORT")
     return state["bootstrap"]
 
@@ -279,36 +281,29 @@ def bootstrap_servers(config) -> str:
 #   latency per consumer hop when idle (measurements: docs/streaming.md, "Durable broker").
 # - A real Kafka answers as soon as data arrives, so its usual 500 ms costs nothing.
 FETCH_WAIT_MS = {"ephemeral": 20, "durable": 250, "external": 500}
-FETCH_WAIT_KEY = "kafka.fetch_max_wait_ms"
 
 
-def broker_kind(config) -> str:
+def broker_kind(settings) -> str:
     """'external' when kafka.bootstrap is set, else the running embedded broker's mode, else the
     mode `broker start` would use (`kafka.embedded_mode`)."""
-    if external_bootstrap(config):
+    if external_bootstrap(settings):
         return "external"
-    state = _read_json(broker_paths(config).state) or {}
-    mode = state.get("mode") or str(config.get("kafka.embedded_mode", DEFAULT_MODE) or DEFAULT_MODE)
+    state = _read_json(broker_paths(settings).state) or {}
+    mode = state.get("mode") or settings.kafka.embedded_mode
     return mode if mode in MODES else DEFAULT_MODE
 
 
-def fetch_wait_ms(config, key: str = FETCH_WAIT_KEY, kind: str | None = None) -> int:
+def fetch_wait_ms(settings: Settings, configured: int | str | None = None, kind: str | None = None) -> int:
     """fetch.max.wait.ms for a consumer of this config's broker.
 
-    A number under `key` (e.g. `kafka.fetch_max_wait_ms`, or `flink.fetch_max_wait_ms` for the
-    job's source) wins; absent, empty or "auto" means the broker kind's value in FETCH_WAIT_MS
-    (`kind` forces one, e.g. before the broker is started).
+    `configured` (default `kafka.fetch_max_wait_ms`; the job's source passes
+    `flink.fetch_max_wait_ms`) wins when it is a number; "auto" means the broker kind's value in
+    FETCH_WAIT_MS (`kind` forces one, e.g. before the broker is started).
     """
-    value = config.get(key)
-    if value not in (None, "", "auto"):
-        try:
-            wait = int(value)
-        except (TypeError, ValueError):
-            raise PhotoscoreError(f"{key} must be a number of milliseconds or 'auto', got {value!r}") from None
-        if wait < 0:
-            raise PhotoscoreError(f"{key} must be >= 0, got {wait}")
-        return wait
-    return FETCH_WAIT_MS[kind or broker_kind(config)]
+    value = settings.kafka.fetch_max_wait_ms if configured is None else configured
+    if value != "auto":
+        return int(value)
+    return FETCH_WAIT_MS[kind or broker_kind(settings)]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -324,10 +319,10 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _ports(paths: BrokerPaths, config) -> dict:
+def _ports(paths: BrokerPaths, settings) -> dict:
     """Ports of this home's broker, chosen once and kept so clients and a restart find it again."""
     ports = _read_json(paths.ports) or {}
-    wanted = int(config.get("kafka.embedded_port", 0) or 0)
+    wanted = settings.kafka.embedded_port
     names = ("kafka", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
     changed = False
     for name in names:
@@ -381,21 +376,21 @@ def _start_seaweedfs(paths: BrokerPaths, ports: dict) -> str:
     raise PhotoscoreError(f"SeaweedFS did not open its S3 port in 60 s; see {paths.weed_log}")
 
 
-def start_broker(config, mode: str | None = None, timeout_s: float = 60.0) -> dict:
+def start_broker(settings, mode: str | None = None, timeout_s: float = 60.0) -> dict:
     """Start the embedded broker (idempotent: a healthy running broker is left alone).
 
     Returns the state: mode, bootstrap, pids, log paths. Raises PhotoscoreError when
     `kafka.bootstrap` is set (nothing local starts then) or start-up fails.
     """
-    external = external_bootstrap(config)
+    external = external_bootstrap(settings)
     if external:
         raise PhotoscoreError(
             f"kafka.bootstrap is set to {external}: using that cluster, so no local broker is started "
             "(unset PHOTOSCORE_KAFKA_BOOTSTRAP to use the embedded one)")
-    mode = mode or str(config.get("kafka.embedded_mode", DEFAULT_MODE) or DEFAULT_MODE)
+    mode = mode or settings.kafka.embedded_mode
     if mode not in MODES:
         raise PhotoscoreError(f"broker mode must be one of {', '.join(MODES)}, got {mode!r}")
-    paths = broker_paths(config)
+    paths = broker_paths(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
     state = _read_json(paths.state)
     if state and pid_alive(read_pid(paths.tansu_pid)):
@@ -405,8 +400,8 @@ def start_broker(config, mode: str | None = None, timeout_s: float = 60.0) -> di
                 "stop it first (`photoscore broker stop`) to change mode")
         wait_for_kafka(state["bootstrap"], timeout_s=timeout_s, log_path=paths.tansu_log)
         return state
-    stop_broker(config)  # leftovers of a crashed start (a dead Tansu next to a live SeaweedFS)
-    ports = _ports(paths, config)
+    stop_broker(settings)  # leftovers of a crashed start (a dead Tansu next to a live SeaweedFS)
+    ports = _ports(paths, settings)
     env = dict(os.environ)
     if mode == "durable":
         endpoint = _start_seaweedfs(paths, ports)
@@ -425,7 +420,7 @@ def start_broker(config, mode: str | None = None, timeout_s: float = 60.0) -> di
     try:
         wait_for_kafka(bootstrap, timeout_s=timeout_s, pid=pid, log_path=paths.tansu_log)
     except PhotoscoreError:
-        stop_broker(config)
+        stop_broker(settings)
         raise
     state = {"mode": mode, "bootstrap": bootstrap, "storage": storage, "s3_endpoint": endpoint,
              "tansu_pid": pid, "seaweedfs_pid": read_pid(paths.weed_pid),
@@ -435,9 +430,9 @@ def start_broker(config, mode: str | None = None, timeout_s: float = 60.0) -> di
     return state
 
 
-def stop_broker(config) -> bool:
+def stop_broker(settings) -> bool:
     """Stop the embedded broker (Tansu first, so it flushes to storage, then SeaweedFS)."""
-    paths = broker_paths(config)
+    paths = broker_paths(settings)
     if not paths.root.is_dir():
         return False
     stopped = stop_process(paths.tansu_pid)
@@ -446,13 +441,13 @@ def stop_broker(config) -> bool:
     return stopped
 
 
-def broker_status(config) -> dict:
+def broker_status(settings) -> dict:
     """What is running and whether it answers: `{"bootstrap", "mode", "healthy", "topics", ...}`."""
-    external = external_bootstrap(config)
+    external = external_bootstrap(settings)
     if external:
         status = {"mode": "external", "bootstrap": external}
     else:
-        paths = broker_paths(config)
+        paths = broker_paths(settings)
         state = _read_json(paths.state) or {}
         tansu = read_pid(paths.tansu_pid)
         weed = read_pid(paths.weed_pid)
@@ -474,12 +469,10 @@ def broker_status(config) -> dict:
 
 # ---------------------------------------------------------------- topics
 
-def topic_specs(config) -> dict[str, dict]:
-    """{topic: {"partitions": n, "retention.ms": ms}} for the three topics, from config."""
-    partitions = int(config.get("kafka.partitions", 2))
-    retention = int(config.get("kafka.retention_ms", 3_600_000))
-    return {str(config.get(f"kafka.topics.{k}")): {"partitions": partitions, "retention.ms": retention}
-            for k in ("uploaded", "scores", "dlq")}
+def topic_specs(kafka: KafkaSettings) -> dict[str, dict]:
+    """{topic: {"partitions": n, "retention.ms": ms}} for every topic of the `kafka` section."""
+    spec = {"partitions": kafka.partitions, "retention.ms": kafka.retention_ms}
+    return {topic: dict(spec) for topic in kafka.topics.model_dump().values()}
 
 
 def _topic_configs(admin, topic: str) -> dict[str, str]:
@@ -553,8 +546,8 @@ def configure_topics(bootstrap: str, specs: dict[str, dict], timeout_s: float = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m jobs.broker topics` (what configureTopics.sh runs): configure topics from config."""
-    from jobs.config import load_config
+    """`python -m jobs.broker topics` (what configureTopics.sh runs): configure topics from settings."""
+    from jobs.config import ConfigError, load_settings
 
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -563,11 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jobs.broker topics", file=sys.stderr)
         return 2
     try:
-        config = load_config()
-        bootstrap = bootstrap_servers(config)
-        lines = configure_topics(bootstrap, topic_specs(config))
+        settings = load_settings()
+        bootstrap = bootstrap_servers(settings)
+        lines = configure_topics(bootstrap, topic_specs(settings.kafka))
         for line in lines:
             print(line)
+    except ConfigError as exc:
+        print(f"configureTopics: config error: {exc}", file=sys.stderr)
+        return 2
     except PhotoscoreError as exc:
         print(f"configureTopics: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ import pkgutil
 import sys
 
 from jobs import commands
-from jobs.config import ConfigError, load_config
+from jobs.config import ConfigError, load_settings
 from udfs.errors import PhotoscoreError
 
 
@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config key (applied after conf/photoscore.yaml and PHOTOSCORE_* env)",
+        help="override a config key (applied after conf/photoscore.yaml and the environment); "
+             "`photoscore config --sources` shows the effective values and where each came from",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     # kafka-python logs every connection at INFO; keep its warnings, drop the chatter.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        config = load_config(args.overrides)
-        return int(args.handler(args, config) or 0)
+        settings = load_settings(args.overrides)
+        return int(args.handler(args, settings) or 0)
     except ConfigError as exc:
         print(f"photoscore: config error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.cli import main as photoscore
-from jobs.config import load_config
+from jobs.config import load_settings
 from jobs.demo_spark import run_spark_demo
 from jobs.demo_stream import run_stream_demo
 from models.corpus import LABEL_COLUMNS
@@ -90,19 +90,19 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== 7. Spark: backfill features and scores with spark-submit (JVM-native scoring), "
           "then the 10 lowest-quality photos by Spark SQL", flush=True)
-    run_spark_demo(load_config(), corpus, args.dir / "tables",
+    run_spark_demo(load_settings(), corpus, args.dir / "tables",
                    model_uri=f"models:/{MODEL_NAME}@champion", export_format="m2cgen-java")
 
     print("\n== 8. Stream: broker, topics, the PyFlink job; upload the corpus, watch scores and "
           "dead letters arrive, promote the challenger and see the version change", flush=True)
-    run_stream_demo(load_config(), corpus)
+    run_stream_demo(load_settings(), corpus)
     return 0
 
 
 def latest_versions(name: str) -> dict[str, int]:
     """The newest registered version of `name` per model type."""
     latest: dict[str, int] = {}
-    for row in list_versions(load_config(), name):
+    for row in list_versions(load_settings(), name):
         latest[row["model_type"]] = max(latest.get(row["model_type"], 0), row["version"])
     return latest
 

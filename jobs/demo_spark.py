@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.config import Config
+from udfs.settings import Settings
 from udfs.errors import PhotoscoreError
 
 LOWEST_QUALITY_SQL = """
@@ -18,10 +18,10 @@ LIMIT 10
 """
 
 
-def _submit(config: Config, script: str, args: list[str]) -> str:
+def _submit(settings: Settings, script: str, args: list[str]) -> str:
     from jobs.spark_session import spark_env, spark_submit_command
 
-    cmd = spark_submit_command(config, script, args)
+    cmd = spark_submit_command(settings.spark, script, args)
     print("$ spark-submit jobs/" + script + " " + " ".join(args), flush=True)
     proc = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -33,7 +33,7 @@ def _submit(config: Config, script: str, args: list[str]) -> str:
     return last
 
 
-def run_spark_demo(config: Config, corpus_dir: Path | str, tables: Path | str,
+def run_spark_demo(settings: Settings, corpus_dir: Path | str, tables: Path | str,
                    model_uri: str | None = None, export_format: str = "m2cgen-java") -> None:
     """Backfill features of `corpus_dir/photos` and scores (JVM-native path by default) into
     `tables`, then print the 10 photos most likely to be low quality via Spark SQL."""
@@ -41,14 +41,14 @@ def run_spark_demo(config: Config, corpus_dir: Path | str, tables: Path | str,
     from jobs.spark_session import get_session
 
     corpus_dir, tables = Path(corpus_dir), str(tables)
-    model_uri = model_uri or f"models:/{config['mlflow.model_name']}@{config['mlflow.alias']}"
+    model_uri = model_uri or f"models:/{settings.mlflow.model_name}@{settings.mlflow.alias}"
     photos = corpus_dir / "photos" if (corpus_dir / "photos").is_dir() else corpus_dir
-    _submit(config, "backfill_features.py", ["--input", str(photos), "--tables", tables])
-    _submit(config, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    _submit(settings, "backfill_features.py", ["--input", str(photos), "--tables", tables])
+    _submit(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
     # Rescoring with nothing new: every identity is known, no work is done.
-    _submit(config, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    _submit(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
     name = model_uri.split(":/", 1)[1].split("@")[0].split("/")[0]
-    spark = get_session(config, "photoscore-demo-sql", master="local[2]")
+    spark = get_session(settings.spark, "photoscore-demo-sql", master="local[2]")
     try:
         print("the 10 lowest-quality photos (Spark SQL over the score table):", flush=True)
         rows = run_sql(spark, tables, LOWEST_QUALITY_SQL.format(name=name)).toPandas()

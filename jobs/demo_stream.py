@@ -1,7 +1,7 @@
 """The streaming part of `make demo`: broker, topics, the job, uploads, scores and DLQ entries
 arriving, a challenger promoted and the version change seen in the running job, clean stop.
 
-`run_stream_demo(config, corpus_dir)` expects a registered champion (the demo's earlier steps
+`run_stream_demo(settings, corpus_dir)` expects a registered champion (the demo's earlier steps
 train and promote one) and, for the swap, a second version it can promote; without one it
 says so and skips that step.
 """
@@ -16,15 +16,15 @@ def _say(msg: str) -> None:
     print(f"[stream] {msg}", flush=True)
 
 
-def _wait_records(config, bootstrap: str, refs: set[str], timeout_s: float) -> tuple[list[dict], list[dict]]:
+def _wait_records(settings, bootstrap: str, refs: set[str], timeout_s: float) -> tuple[list[dict], list[dict]]:
     from jobs.commands.tail import read_topic
 
     deadline = time.monotonic() + timeout_s
     scores: list[dict] = []
     dlq: list[dict] = []
     while time.monotonic() < deadline:
-        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.scores"], idle_s=1.0)]
-        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.dlq"], idle_s=1.0)]
+        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, settings.kafka.topics.scores, idle_s=1.0)]
+        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, settings.kafka.topics.dlq, idle_s=1.0)]
         if refs <= {s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq}:
             break
         time.sleep(1.0)
@@ -37,39 +37,39 @@ def _send(bootstrap: str, topic: str, paths: list[Path], tag: str) -> list[str]:
     return upload_files(bootstrap, topic, paths, photo_ids=[f"{tag}{p.name}" for p in paths])
 
 
-def run_stream_demo(config, corpus_dir: Path | str, timeout_s: float = 300.0) -> dict:
+def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) -> dict:
     """Run the stream demo on `corpus_dir` (photos/ and broken/); returns the figures it showed.
 
     Starts and always stops the embedded broker (unless kafka.bootstrap points elsewhere) and the job.
     """
     from jobs.broker import configure_topics, external_bootstrap, start_broker, stop_broker, topic_specs
-    from jobs.commands.stream import start_stream, stop_stream
+    from jobs.stream_supervisor import start_stream, stop_stream
     from models.registry import client, list_versions, promote
 
     corpus_dir = Path(corpus_dir)
-    name, alias = config["mlflow.model_name"], config["mlflow.alias"]
+    name, alias = settings.mlflow.model_name, settings.mlflow.alias
     summary: dict = {}
     try:
-        if external_bootstrap(config):
-            bootstrap = external_bootstrap(config)
+        if external_bootstrap(settings):
+            bootstrap = external_bootstrap(settings)
             _say(f"using the Kafka cluster at {bootstrap}")
         else:
-            state = start_broker(config)
+            state = start_broker(settings)
             bootstrap = state["bootstrap"]
             _say(f"broker up: bootstrap={bootstrap} mode={state['mode']}")
-        for line in configure_topics(bootstrap, topic_specs(config)):
+        for line in configure_topics(bootstrap, topic_specs(settings.kafka)):
             _say(f"topic {line}")
         # A fresh job: the source resumes from the group offsets the broker holds (none on a new
         # broker), never from an older run's checkpoint whose offsets may belong to another broker.
-        job = start_stream(config, restore=False)
+        job = start_stream(settings, restore=False)
         _say(f"stream job started ({job['mode']}), log {job['log']}")
-        topic = config["kafka.topics.uploaded"]
+        topic = settings.kafka.topics.uploaded
         photos = sorted((corpus_dir / "photos").glob("*"))
         broken = sorted((corpus_dir / "broken").glob("*"))
         t0 = time.time()
         refs = _send(bootstrap, topic, photos + broken, "demo-")
         _say(f"uploaded {len(refs)} photos ({len(broken)} of them broken)")
-        scores, dlq = _wait_records(config, bootstrap, set(refs), timeout_s)
+        scores, dlq = _wait_records(settings, bootstrap, set(refs), timeout_s)
         _say(f"{len(scores)} scores and {len(dlq)} DLQ records in {time.time() - t0:.1f} s; a few scores:")
         for s in scores[:5]:
             _say(f"  {Path(s['photo_id']).name:<24} score={s['score']:.4f} "
@@ -78,28 +78,28 @@ def run_stream_demo(config, corpus_dir: Path | str, timeout_s: float = 300.0) ->
             _say(f"  DLQ {Path(str(d['photo_id'])).name:<24} {d['stage']}/{d['reason_code']}: {d['detail'][:60]}")
         summary.update(uploaded=len(refs), scored=len({s['upload_ref'] for s in scores}),
                        dead_lettered=len({d['source_ref'] for d in dlq}))
-        champion = int(client(config).get_model_version_by_alias(name, alias).version)
-        versions = [r for r in list_versions(config, name) if r["version"] != champion and r["parity"] == "passed"]
+        champion = int(client(settings).get_model_version_by_alias(name, alias).version)
+        versions = [r for r in list_versions(settings, name) if r["version"] != champion and r["parity"] == "passed"]
         if not versions:
             _say("only one model version registered: skipping the hot-swap step")
             return summary
         # The version holding the `challenger` alias if there is one, else the newest other one.
         challenger = max(versions, key=lambda r: ("challenger" in r["aliases"], r["version"]))["version"]
-        promote(config, name, str(challenger), alias)
+        promote(settings, name, str(challenger), alias)
         _say(f"promoted version {challenger} to @{alias} (was {champion}); uploading again ...")
         deadline = time.monotonic() + timeout_s
         swapped = []
         while time.monotonic() < deadline and not swapped:
             again = _send(bootstrap, topic, photos[:5], f"swap{int(time.time())}-")
-            got, _ = _wait_records(config, bootstrap, set(again), 60)
+            got, _ = _wait_records(settings, bootstrap, set(again), 60)
             swapped = [s for s in got if s["model_version"] == challenger]
         for s in swapped[:5]:
             _say(f"  {Path(s['photo_id']).name:<24} score={s['score']:.4f} model={s['model_name']}/{s['model_version']}")
         summary.update(swapped_to=challenger if swapped else None, previous=champion)
-        promote(config, name, str(champion), alias)  # leave the registry as the demo found it
+        promote(settings, name, str(champion), alias)  # leave the registry as the demo found it
         return summary
     finally:
-        stop_stream(config)
-        if not external_bootstrap(config):
-            stop_broker(config)
+        stop_stream(settings)
+        if not external_bootstrap(settings):
+            stop_broker(settings)
         _say("stream and broker stopped")

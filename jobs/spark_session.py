@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from jobs.config import Config
+from udfs.settings import SparkSettings
 from udfs.errors import PhotoscoreError
 
 JOBS_DIR = Path(__file__).resolve().parent
@@ -37,15 +37,13 @@ def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spark_conf(config: Config) -> dict[str, str]:
-    """Our defaults, overlaid with `spark.conf.*` from config (config wins)."""
-    conf = dict(DEFAULT_CONF)
-    conf.update({str(k): str(v) for k, v in (config.get("spark.conf") or {}).items()})
-    return conf
+def spark_conf(spark_settings: SparkSettings) -> dict[str, str]:
+    """Our defaults, overlaid with `spark.conf` from config (config wins)."""
+    return {**DEFAULT_CONF, **spark_settings.conf}
 
 
-def get_session(config: Config, app_name: str, master: str | None = None):
-    """The active SparkSession, or a new one from config (`spark.master`, `spark.conf.*`).
+def get_session(spark_settings: SparkSettings, app_name: str, master: str | None = None):
+    """The active SparkSession, or a new one from config (`spark.master`, `spark.conf`).
 
     Under spark-submit the master and conf come from the command line and this only names the app.
     """
@@ -60,12 +58,12 @@ def get_session(config: Config, app_name: str, master: str | None = None):
     # Under spark-submit (PYSPARK_GATEWAY_PORT set) the master comes from its --master; otherwise
     # from the argument or config.
     if master or not os.environ.get("PYSPARK_GATEWAY_PORT"):
-        builder = builder.master(master or str(config.get("spark.master", "local[*]")))
-    for key, value in spark_conf(config).items():
+        builder = builder.master(master or spark_settings.master)
+    for key, value in spark_conf(spark_settings).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # Spark's INFO chatter would bury the job's own progress lines and its final counts line.
-    spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "WARN")))
+    spark.sparkContext.setLogLevel(spark_settings.log_level)
     return spark
 
 
@@ -85,14 +83,13 @@ def spark_submit_path() -> str:
     return found
 
 
-def spark_submit_command(config: Config, script: str, job_args: list[str],
+def spark_submit_command(spark_settings: SparkSettings, script: str, job_args: list[str],
                          master: str | None = None, extra_conf: Mapping[str, str] | None = None) -> list[str]:
     """The spark-submit command line for `jobs/<script>` with `job_args`, from config alone."""
-    cmd = [spark_submit_path(), "--master", master or str(config.get("spark.master", "local[*]"))]
-    deploy_mode = config.get("spark.deploy_mode")
-    if deploy_mode:
-        cmd += ["--deploy-mode", str(deploy_mode)]
-    conf = spark_conf(config)
+    cmd = [spark_submit_path(), "--master", master or spark_settings.master]
+    if spark_settings.deploy_mode:
+        cmd += ["--deploy-mode", spark_settings.deploy_mode]
+    conf = spark_conf(spark_settings)
     conf.update(extra_conf or {})
     # The executors need the same Python as the driver (our packages are installed in it); a
     # cluster overrides these through spark.conf (spark.pyspark.python = the image's python).
@@ -114,7 +111,7 @@ def config_overrides_args(overrides: list[str]) -> list[str]:
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
-def set_arrow_batch_rows(spark, config: Config, key: str, default: int) -> int:
+def set_arrow_batch_rows(spark, rows: int) -> int:
     """Set the Arrow batch size for this job's pandas functions (a session setting, per job).
 
     The feature job's batches carry URIs and feature rows (bytes are read inside the UDF), kept
@@ -122,6 +119,5 @@ def set_arrow_batch_rows(spark, config: Config, key: str, default: int) -> int:
     batches, whose fixed per-batch cost otherwise dominates (measured: 256-row batches ran the
     native path at 0.4x of mlflow's spark_udf).
     """
-    rows = int(config.get(key, default))
     spark.conf.set(ARROW_BATCH_ROWS, str(rows))
     return rows

@@ -16,14 +16,14 @@ Checkpoints are retained on cancellation, so `photoscore stream start` resumes f
 (`--restore`); records after it are replayed and carry the same score identity (content_sha256,
 model_name, model_version).
 
-Run locally (mini-cluster):  .venv-flink/bin/python jobs/stream_score.py --config-json FILE
-On a session cluster:        flink run -m HOST:PORT -py jobs/stream_score.py --config-json FILE
-(`photoscore stream start` builds the config file and picks one of the two.)
+Run locally (mini-cluster):  .venv-flink/bin/python jobs/stream_score.py --settings-json FILE
+On a session cluster:        flink run -m HOST:PORT -py jobs/stream_score.py --settings-json FILE
+(`photoscore stream start` writes the settings file, the typed settings with every local value
+resolved, and picks one of the two.)
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -47,31 +47,32 @@ def connector_jars() -> list[str]:
     return [j.as_uri() for j in jars]
 
 
-def flink_configuration(cfg: dict, restore: str | None):
-    """The job's Flink Configuration from the photoscore config (flink.* keys)."""
+def flink_configuration(settings, restore: str | None):
+    """The job's Flink Configuration from the photoscore settings (the `flink` section)."""
     from pyflink.common import Configuration
 
     conf = Configuration()
     # The connector jars sit in PyFlink's lib/ (on the JVM's classpath) in this environment; shipping
     # them again in pipeline.jars would load Kafka classes twice (a LinkageError). A cluster whose
     # lib/ lacks them gets them shipped (flink.ship_connector_jars).
-    jars = connector_jars() if cfg.get("ship_connector_jars") else []
-    jars.append(metadata_deserializer_jar(Path(cfg["photoscore"]["home"]) / "flink" / "lib").as_uri())
+    flink = settings.flink
+    jars = connector_jars() if flink.ship_connector_jars else []
+    jars.append(metadata_deserializer_jar(settings.home / "flink" / "lib").as_uri())
     conf.set_string("pipeline.jars", ";".join(jars))
     conf.set_string("pipeline.name", "photoscore-stream")
     # The Python worker must be this environment's interpreter, not `python` from PATH.
-    conf.set_string("python.executable", cfg["python_executable"])
-    conf.set_string("python.client.executable", cfg["python_executable"])
+    conf.set_string("python.executable", flink.python)
+    conf.set_string("python.client.executable", flink.python)
     # Small bundles: Python operators otherwise hold elements up to 1 s before flushing.
-    conf.set_string("python.fn-execution.bundle.size", str(cfg["bundle_size"]))
-    conf.set_string("python.fn-execution.bundle.time", str(cfg["bundle_time_ms"]))
+    conf.set_string("python.fn-execution.bundle.size", str(flink.python_bundle_size))
+    conf.set_string("python.fn-execution.bundle.time", str(flink.python_bundle_time_ms))
     # Records between tasks wait in network buffers until full or this timeout: Flink's 100 ms
     # default was most of the end-to-end latency (two hops).
-    conf.set_string("execution.buffer-timeout.interval", f"{cfg.get('buffer_timeout_ms', 2)}ms")
-    conf.set_string("parallelism.default", str(cfg["parallelism"]))
-    conf.set_string("execution.checkpointing.interval", f"{cfg['checkpoint_interval_ms']}ms")
+    conf.set_string("execution.buffer-timeout.interval", f"{flink.buffer_timeout_ms}ms")
+    conf.set_string("parallelism.default", str(flink.parallelism))
+    conf.set_string("execution.checkpointing.interval", f"{flink.checkpoint_interval_ms}ms")
     conf.set_string("execution.checkpointing.mode", "AT_LEAST_ONCE")
-    conf.set_string("execution.checkpointing.dir", cfg["checkpoint_dir"])
+    conf.set_string("execution.checkpointing.dir", flink.checkpoint_dir)
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     conf.set_string("execution.checkpointing.num-retained", "2")
     conf.set_string("state.backend.type", "hashmap")
@@ -82,8 +83,8 @@ def flink_configuration(cfg: dict, restore: str | None):
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
     # flink.conf: any Flink option, last so an operator can override every default above.
-    for key, value in (cfg.get("flink_conf") or {}).items():
-        conf.set_string(str(key), str(value))
+    for key, value in flink.conf.items():
+        conf.set_string(key, value)
     return conf
 
 
@@ -217,18 +218,18 @@ def split_record(line: str) -> tuple[bytes | None, str, int, int]:
     return raw, topic, int(partition), int(offset)
 
 
-def kafka_source(cfg: dict):
+def kafka_source(settings):
     """KafkaSource(photos.uploaded) emitting records with their metadata."""
     from pyflink.datastream.connectors.kafka import KafkaSource
     from pyflink.java_gateway import get_gateway
 
     builder = (KafkaSource.builder()
-               .set_bootstrap_servers(cfg["bootstrap"])
-               .set_topics(cfg["topic_uploaded"])
-               .set_group_id(cfg["group_id"])
+               .set_bootstrap_servers(settings.kafka.bootstrap)
+               .set_topics(settings.kafka.topics.uploaded)
+               .set_group_id(settings.flink.group_id)
                # Per broker kind (jobs.broker.fetch_wait_ms): Tansu holds an empty fetch for the whole
                # wait, and its s3 engine answers empty when the wait is shorter than its partition LIST.
-               .set_property("fetch.max.wait.ms", str(cfg["fetch_max_wait_ms"]))
+               .set_property("fetch.max.wait.ms", str(settings.flink.fetch_max_wait_ms))
                .set_property("partition.discovery.interval.ms", "10000")
                .set_property("commit.offsets.on.checkpoint", "true"))
     jvm = get_gateway().jvm
@@ -250,13 +251,13 @@ def java_instance(class_name: str):
     return loader.loadClass(class_name).newInstance()
 
 
-def kafka_sink(cfg: dict, topic: str):
+def kafka_sink(bootstrap: str, topic: str):
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
     return (KafkaSink.builder()
-            .set_bootstrap_servers(cfg["bootstrap"])
+            .set_bootstrap_servers(bootstrap)
             .set_record_serializer(KafkaRecordSerializationSchema.builder()
                                    .set_topic(topic)
                                    .set_value_serialization_schema(SimpleStringSchema())
@@ -267,7 +268,7 @@ def kafka_sink(cfg: dict, topic: str):
             .build())
 
 
-def build(env, cfg: dict) -> None:
+def build(env, settings) -> None:
     """Wire the operators (the functions they call live in udfs/).
 
     A photo whose message claims its content_sha256 is keyed by that claim in the JVM and crosses
@@ -286,13 +287,14 @@ def build(env, cfg: dict) -> None:
     from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
     from pyflink.java_gateway import get_gateway
 
-    limits_cfg = cfg["limits"]
+    # The operators' closures carry the settings as JSON (workers rebuild the typed object).
+    settings_json = settings.model_dump_json()
     dlq_tag = OutputTag("dlq", Types.STRING())
     keyed_line = Types.ROW([Types.STRING(), Types.STRING()])  # (content_sha256, metadata line)
 
-    def limits():
-        from udfs.decode import DecodeLimits
-        return DecodeLimits(**limits_cfg)
+    def worker_settings():
+        from udfs.settings import Settings
+        return Settings.model_validate_json(settings_json)
 
     def prepare_line(line: str, limits):
         """(PreparedPhoto | QuarantineRecord, uploaded_at_ms) of one metadata line."""
@@ -312,7 +314,7 @@ def build(env, cfg: dict) -> None:
         """Row("", line) of a message without a claim -> Row(content_sha256, line) | DLQ JSON."""
 
         def open(self, ctx: RuntimeContext):
-            self.limits = limits()
+            self.limits = worker_settings().features.limits()
 
         def process_element(self, row, ctx):
             from udfs.messages import encode_dlq
@@ -329,27 +331,26 @@ def build(env, cfg: dict) -> None:
         Score JSON on the main output, DLQ JSON on the side output."""
 
         def open(self, ctx: RuntimeContext):
-            from jobs.config import Config
             from udfs.stream_scoring import registry_holder
 
+            settings = worker_settings()
             # The worker's gRPC threads wake constantly; feature extraction releases the GIL in
             # every OpenCV/Pillow call and, with Python's 5 ms switch interval, can wait that long
             # to get it back each time.
-            sys.setswitchinterval(cfg["gil_switch_interval_ms"] / 1000.0)
-            self.limits = limits()
+            sys.setswitchinterval(settings.flink.gil_switch_interval_ms / 1000.0)
+            self.limits = settings.features.limits()
             # ReturnExpiredIfNotCleanedUp keeps PyFlink's state cache: with NeverReturnExpired every
             # value()/update() is a synchronous round trip to the JVM. An expired entry read before
             # its cleanup is still right: features are a function of the content, and a cached
             # score is used only for the same model identity.
-            ttl = (StateTtlConfig.new_builder(Time.milliseconds(int(cfg["cache_ttl_ms"])))
+            ttl = (StateTtlConfig.new_builder(Time.milliseconds(settings.flink.cache_ttl_ms))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                    .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
                    .build())
             desc = ValueStateDescriptor("content", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl)
             self.state = ctx.get_state(desc)
-            self.holder = registry_holder(Config(cfg["photoscore"]), cfg["export_format"],
-                                          cfg["model_poll_interval_ms"] / 1000.0)
+            self.holder = registry_holder(settings)
             self.holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
 
         def process_element(self, line, ctx):
@@ -376,7 +377,7 @@ def build(env, cfg: dict) -> None:
                 yield (dlq_tag, payload) if kind == DLQ else payload
 
     # Explicit uids: a checkpoint stays restorable when the job's graph changes around them.
-    records = (env.from_source(kafka_source(cfg), WatermarkStrategy.no_watermarks(), "photos.uploaded")
+    records = (env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "photos.uploaded")
                .uid("photos.uploaded"))
     claimed = DataStream(records._j_data_stream.filter(java_instance(DESERIALIZER_CLASS + "$Claimed"))
                          .name("content claimed").uid("content-claimed"))
@@ -388,31 +389,35 @@ def build(env, cfg: dict) -> None:
         get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()),
         Types.STRING(), claimed)
     scored = keyed.process(Score(), output_type=Types.STRING()).name("features-score").uid("features-score")
-    scored.sink_to(kafka_sink(cfg, cfg["topic_scores"])).name("photos.scores").uid("photos.scores")
+    topics = settings.kafka.topics
+    scored.sink_to(kafka_sink(settings.kafka.bootstrap, topics.scores)).name("photos.scores").uid("photos.scores")
     (hashed.get_side_output(dlq_tag).union(scored.get_side_output(dlq_tag))
-     .sink_to(kafka_sink(cfg, cfg["topic_dlq"])).name("photos.dlq").uid("photos.dlq"))
+     .sink_to(kafka_sink(settings.kafka.bootstrap, topics.dlq)).name("photos.dlq").uid("photos.dlq"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `--config-json FILE` (written by `photoscore stream start`), `--restore PATH`."""
+    """Entry point: `--settings-json FILE` (written by `photoscore stream start`), `--restore PATH`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-json", required=True, type=Path)
+    parser.add_argument("--settings-json", required=True, type=Path)
     parser.add_argument("--restore", default=None, help="checkpoint directory to restore from")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = json.loads(args.config_json.read_text())
+    from udfs.settings import Settings
+
+    settings = Settings.model_validate_json(args.settings_json.read_text())
 
     from pyflink.datastream import StreamExecutionEnvironment
 
     # On the mini-cluster PyFlink defaults to "loopback": every Python operator runs as a thread of
     # this client process, so all of them share one GIL (one core), whatever the parallelism.
     # "process" gives each task slot (one subtask of every Python operator) its own worker process.
-    os.environ.setdefault("_python_worker_execution_mode", cfg.get("python_worker_mode", "process"))
+    os.environ.setdefault("_python_worker_execution_mode", settings.flink.python_worker_mode)
 
-    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, args.restore))
-    build(env, cfg)
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings, args.restore))
+    build(env, settings)
+    topics = settings.kafka.topics
     log.info("submitting photoscore-stream: %s -> %s / %s (bootstrap %s, restore %s)",
-             cfg["topic_uploaded"], cfg["topic_scores"], cfg["topic_dlq"], cfg["bootstrap"], args.restore)
+             topics.uploaded, topics.scores, topics.dlq, settings.kafka.bootstrap, args.restore)
     env.execute("photoscore-stream")
     return 0
 

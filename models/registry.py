@@ -57,7 +57,7 @@ def client(config):
 
 
 def _artifact_root(config) -> str:
-    root = config.path("mlflow.artifact_root")
+    root = config.resolve(config.mlflow.artifact_root)
     if "://" in root:
         return root
     Path(root).mkdir(parents=True, exist_ok=True)

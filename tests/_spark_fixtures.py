@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from _models_fixtures import write_frames
-from jobs.config import load_config
+from jobs.config import load_settings
 from jobs.spark_session import spark_env, spark_submit_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def spark_model_home(tmp_path_factory, corpus_features, corpus_labels):
     from models.trainers import TrainParams
 
     home = tmp_path_factory.mktemp("spark_home")
-    config = load_config(env={"PHOTOSCORE_HOME": str(home)})
+    config = load_settings(env={"PHOTOSCORE_HOME": str(home)})
     fp, lp = write_frames(corpus_features, corpus_labels, home / "train")
     result = train_and_register(fp, lp, "low_quality", "xgboost", "photo_quality", config,
                                 TrainParams(trees=30, depth=4))
@@ -77,14 +77,14 @@ def spark_model_home(tmp_path_factory, corpus_features, corpus_labels):
 
 
 def home_config(home: Path):
-    return load_config(env={"PHOTOSCORE_HOME": str(home)})
+    return load_settings(env={"PHOTOSCORE_HOME": str(home)})
 
 
 def submit(script: str, args: list[str], home: Path, master: str = "local[2]", timeout: float = 600,
            extra_conf: dict | None = None) -> subprocess.CompletedProcess:
     """Run a job with spark-submit exactly as `photoscore backfill` builds it."""
     env = spark_env({**os.environ, "PHOTOSCORE_HOME": str(home)})
-    cmd = spark_submit_command(home_config(home), script, args, master=master, extra_conf=extra_conf)
+    cmd = spark_submit_command(home_config(home).spark, script, args, master=master, extra_conf=extra_conf)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -99,7 +99,7 @@ def last_counts(stdout: str) -> dict[str, int]:
 def kill_when(script: str, args: list[str], home: Path, ready, timeout: float = 300) -> int:
     """Start a spark-submit job and SIGKILL its whole process group once `ready()` is true."""
     env = spark_env({**os.environ, "PHOTOSCORE_HOME": str(home)})
-    cmd = spark_submit_command(home_config(home), script, args, master="local[2]")
+    cmd = spark_submit_command(home_config(home).spark, script, args, master="local[2]")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
-from jobs.config import load_config
+from jobs.config import load_settings
 
 MODEL = "photo_quality"
 # Test modules import `stream_registry` by name, which makes pytest see one session fixture per
@@ -26,7 +26,7 @@ def stream_registry(model_data, tmp_path_factory):
     """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store at the
     URI `registry_url_for_job` gives the job (a local server, if any, is stopped at session end)."""
     from jobs.broker import stop_process
-    from jobs.commands.stream import registry_url_for_job, stream_dir
+    from jobs.stream_supervisor import registry_url_for_job, stream_dir
     from models.registry import log_and_register, promote
 
     key = id(tmp_path_factory)
@@ -34,7 +34,7 @@ def stream_registry(model_data, tmp_path_factory):
         yield _SHARED[key]
         return
     home = tmp_path_factory.mktemp("stream-registry")
-    config = load_config([f"home={home}"], env={})
+    config = load_settings([f"home={home}"], env={})
     try:
         built = {t: built_bundle(t, model_data, tmp_path_factory) for t in ("xgboost", "logreg")}
         v1 = log_and_register(built["xgboost"], MODEL, config, {"model_type": "xgboost"})
@@ -52,7 +52,7 @@ def stream_registry(model_data, tmp_path_factory):
 
 def stream_config(home: Path, registry: dict, *overrides: str):
     """A config for one test: its own home (broker, checkpoints, bundle cache), the shared registry."""
-    return load_config([f"home={home}", f"mlflow.tracking_uri={registry['url']}",
+    return load_settings([f"home={home}", f"mlflow.tracking_uri={registry['url']}",
                         "flink.checkpoint_interval_ms=1500", "flink.model_poll_interval_ms=1000",
                         *overrides], env={})
 
@@ -64,7 +64,7 @@ def running_broker(config, mode: str):
 
     try:
         state = start_broker(config, mode=mode)
-        configure_topics(state["bootstrap"], topic_specs(config))
+        configure_topics(state["bootstrap"], topic_specs(config.kafka))
         yield state["bootstrap"]
     finally:
         stop_broker(config)
@@ -73,7 +73,7 @@ def running_broker(config, mode: str):
 @contextlib.contextmanager
 def running_stream(config):
     """The Flink job (mini-cluster); always stopped (checkpoints kept)."""
-    from jobs.commands.stream import start_stream, stop_stream
+    from jobs.stream_supervisor import start_stream, stop_stream
 
     try:
         yield start_stream(config)
@@ -106,8 +106,8 @@ def collect(config, bootstrap: str, refs: set[str], timeout_s: float = 240.0,
 
     deadline = time.monotonic() + timeout_s
     while True:
-        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.scores"], idle_s=1.0)]
-        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, config["kafka.topics.dlq"], idle_s=1.0)]
+        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, config.kafka.topics.scores, idle_s=1.0)]
+        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, config.kafka.topics.dlq, idle_s=1.0)]
         seen = {s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq}
         if refs <= seen:
             return scores, dlq

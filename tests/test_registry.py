@@ -8,7 +8,7 @@ import pytest
 
 from _models_fixtures import (built_bundle, model_data, model_frames, perturb_onnx)  # noqa: F401
 from jobs.cli import main as cli
-from jobs.config import load_config
+from jobs.config import load_settings
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES
 from udfs.scorers import load_scorer
@@ -48,7 +48,7 @@ def test_stock_xgboost_pyfunc_returns_labels_ours_returns_probabilities(model_da
 def store(tmp_path_factory):
     """A config whose home (SQLite MLflow store, artifacts, bundle cache) is a fresh tmp dir."""
     home = tmp_path_factory.mktemp("home")
-    return load_config([f"home={home}"], env={})
+    return load_settings([f"home={home}"], env={})
 
 
 @pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from jobs.broker import (FETCH_WAIT_MS, broker_kind, broker_status, configure_topics, fetch_wait_ms, kafka_metadata,
                          pid_alive, start_broker, stop_broker, topic_specs)
 from jobs.commands.tail import read_topic
-from jobs.config import load_config
+from jobs.config import ConfigError, load_settings
 from udfs.errors import PhotoscoreError
 from udfs.features import content_sha256
 
@@ -40,7 +40,7 @@ def _photoscore(home: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.integration
 def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
     home = tmp_path / "home"
-    config = load_config([f"home={home}"], env={})
+    config = load_settings([f"home={home}"], env={})
     try:
         state = start_broker(config, mode="ephemeral")
         assert start_broker(config, mode="ephemeral")["tansu_pid"] == state["tansu_pid"]  # idempotent
@@ -55,8 +55,8 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
         assert again.returncode == 0 and "created" not in again.stdout and "partitions" not in again.stdout
         # What differs is updated - or, where the broker cannot (Tansu has no CreatePartitions),
         # said loudly with a distinct exit code.
-        bigger = load_config([f"home={home}", "kafka.partitions=3"], env={})
-        lines = configure_topics(state["bootstrap"], topic_specs(bigger))
+        bigger = load_settings([f"home={home}", "kafka.partitions=3"], env={})
+        lines = configure_topics(state["bootstrap"], topic_specs(bigger.kafka))
         assert all("partitions 2->3" in line or "NOT UPDATED" in line for line in lines), lines
         refused = _script(home, PHOTOSCORE_KAFKA_PARTITIONS="3")
         assert refused.returncode in (0, 4) and (refused.returncode == 4) == ("NOT UPDATED" in refused.stdout)
@@ -93,7 +93,7 @@ def test_configure_topics_fails_clearly_without_a_broker(tmp_path):
 
 @pytest.mark.integration
 def test_external_bootstrap_starts_nothing(tmp_path):
-    config = load_config([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
+    config = load_settings([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
     with pytest.raises(PhotoscoreError, match="no local broker is started"):
         start_broker(config)
     assert not (tmp_path / "broker").exists()
@@ -102,25 +102,25 @@ def test_external_bootstrap_starts_nothing(tmp_path):
 # ---------------------------------------------------------------- fetch wait per broker kind
 
 def test_fetch_wait_follows_the_broker_kind_unless_configured(tmp_path):
-    durable = load_config([f"home={tmp_path}"], env={})
+    durable = load_settings([f"home={tmp_path}"], env={})
     assert broker_kind(durable) == "durable" and fetch_wait_ms(durable) == FETCH_WAIT_MS["durable"]
-    ephemeral = load_config([f"home={tmp_path}", "kafka.embedded_mode=ephemeral"], env={})
+    ephemeral = load_settings([f"home={tmp_path}", "kafka.embedded_mode=ephemeral"], env={})
     assert fetch_wait_ms(ephemeral) == FETCH_WAIT_MS["ephemeral"]
-    external = load_config([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
+    external = load_settings([f"home={tmp_path}", "kafka.bootstrap=kafka.example:9092"], env={})
     assert broker_kind(external) == "external" and fetch_wait_ms(external) == FETCH_WAIT_MS["external"]
     # The running broker's mode wins over the configured one (a durable broker started by hand).
     (tmp_path / "broker").mkdir()
     (tmp_path / "broker" / "state.json").write_text(json.dumps({"mode": "durable", "bootstrap": "127.0.0.1:1"}))
     assert broker_kind(ephemeral) == "durable" and fetch_wait_ms(ephemeral) == FETCH_WAIT_MS["durable"]
     # A number wins; "auto" is the kind's value; `kind` forces one; the job's key works the same way.
-    assert fetch_wait_ms(load_config([f"home={tmp_path}", "kafka.fetch_max_wait_ms=75"], env={})) == 75
-    assert fetch_wait_ms(load_config([f"home={tmp_path}", "kafka.fetch_max_wait_ms=auto"], env={})) == 250
+    assert fetch_wait_ms(load_settings([f"home={tmp_path}", "kafka.fetch_max_wait_ms=75"], env={})) == 75
+    assert fetch_wait_ms(load_settings([f"home={tmp_path}", "kafka.fetch_max_wait_ms=auto"], env={})) == 250
     assert fetch_wait_ms(durable, kind="ephemeral") == FETCH_WAIT_MS["ephemeral"]
-    job = load_config([f"home={tmp_path}", "flink.fetch_max_wait_ms=auto"], env={})
-    assert fetch_wait_ms(job, "flink.fetch_max_wait_ms") == FETCH_WAIT_MS["durable"]
-    for bad in ("soon", "-5"):
-        with pytest.raises(PhotoscoreError, match="kafka.fetch_max_wait_ms"):
-            fetch_wait_ms(load_config([f"home={tmp_path}", f"kafka.fetch_max_wait_ms={bad}"], env={}))
+    job = load_settings([f"home={tmp_path}", "flink.fetch_max_wait_ms=auto", "kafka.fetch_max_wait_ms=75"], env={})
+    assert fetch_wait_ms(job, job.flink.fetch_max_wait_ms) == FETCH_WAIT_MS["durable"]
+    for bad in ("soon", "-5"):  # refused when the settings load, before any consumer asks
+        with pytest.raises(ConfigError, match="kafka.fetch_max_wait_ms"):
+            load_settings([f"home={tmp_path}", f"kafka.fetch_max_wait_ms={bad}"], env={})
 
 
 def test_durable_wait_outlasts_what_a_short_wait_cannot_list():
@@ -137,7 +137,7 @@ def test_durable_consumers_read_a_partition_of_many_single_record_batches(tmp_pa
 
     from jobs.commands.tail import read_topic
 
-    config = load_config([f"home={tmp_path / 'home'}"], env={})
+    config = load_settings([f"home={tmp_path / 'home'}"], env={})
     n_batches, producers = 1200, 4
     try:
         bootstrap = start_broker(config, mode="durable")["bootstrap"]
@@ -182,11 +182,11 @@ def test_job_registry_falls_back_to_a_supervised_mlflow_server_over_the_same_sto
     from mlflow import MlflowClient
 
     from jobs.broker import read_pid
-    from jobs.commands.stream import registry_url_for_job, stop_stream, stream_dir
+    from jobs.stream_supervisor import registry_url_for_job, stop_stream, stream_dir
 
     bare = tmp_path / "bare-python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    config = load_config([f"home={tmp_path / 'home'}", f"flink.python={bare / 'bin' / 'python'}"], env={})
+    config = load_settings([f"home={tmp_path / 'home'}", f"flink.python={bare / 'bin' / 'python'}"], env={})
     MlflowClient(tracking_uri=config.tracking_uri).create_registered_model("fallback_probe")
     try:
         url = registry_url_for_job(config)

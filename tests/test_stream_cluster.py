@@ -81,7 +81,7 @@ def session_cluster(tmp_path, monkeypatch):
 
 
 def test_flink_run_on_a_session_cluster_by_config(stream_registry, session_cluster, corpus_features, tmp_path):
-    from jobs.commands.stream import start_stream, stop_stream, stream_status
+    from jobs.stream_supervisor import start_stream, stop_stream, stream_status
 
     config = stream_config(tmp_path / "home", stream_registry, f"flink.jobmanager={session_cluster}")
     photos = sorted(corpus_features["photo_id"])[:12]
@@ -90,7 +90,7 @@ def test_flink_run_on_a_session_cluster_by_config(stream_registry, session_clust
             info = start_stream(config)
             assert info["mode"] == "session" and info["job_id"]
             assert stream_status(config)["running"]
-            refs = produce(bootstrap, config["kafka.topics.uploaded"],
+            refs = produce(bootstrap, config.kafka.topics.uploaded,
                            [(p, file_upload(p, p) if i % 2 else encode_upload(p, Path(p).as_uri()))
                             for i, p in enumerate(photos)] + [("x", b"not json")])
             scores, dlq = collect(config, bootstrap, set(refs), timeout_s=300, job_log=Path(info["log"]))

@@ -45,7 +45,7 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
     from models.registry import promote
 
     config = stream_config(tmp_path / "home", stream_registry)
-    topic = config["kafka.topics.uploaded"]
+    topic = config.kafka.topics.uploaded
     photos = sorted(corpus_features["photo_id"])
     with running_broker(config, "ephemeral") as bootstrap, running_stream(config) as job:
         log = Path(job["log"])
@@ -97,7 +97,7 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         crash_refs = produce(bootstrap, topic, crash)
         time.sleep(1.0)
         kill_job(config)
-        from jobs.commands.stream import latest_checkpoint, start_stream
+        from jobs.stream_supervisor import latest_checkpoint, start_stream
         assert latest_checkpoint(config) is not None
         restarted = start_stream(config)
         assert restarted["restore"]
@@ -125,7 +125,7 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
             assert swapped_at, "the job never picked up the new champion"
             # Each parallel Score subtask polls the alias on its own: all have swapped within one
             # poll interval of the first.
-            time.sleep(2 * config["flink.model_poll_interval_ms"] / 1000)
+            time.sleep(2 * config.flink.model_poll_interval_ms / 1000)
             later = produce(bootstrap, topic, _uploads(photos[:10], prefix="after-"))
             scores, _ = collect(config, bootstrap, set(later), job_log=log)
             after = [s for s in scores if s["upload_ref"] in set(later)]
@@ -142,7 +142,7 @@ def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus
     from jobs.broker import start_broker, stop_broker
 
     config = stream_config(tmp_path / "home", stream_registry)
-    topic = config["kafka.topics.uploaded"]
+    topic = config.kafka.topics.uploaded
     photos = sorted(corpus_features["photo_id"])
     with running_broker(config, "durable") as bootstrap, running_stream(config) as job:
         log = Path(job["log"])

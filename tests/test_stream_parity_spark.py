@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 def test_spark_backfill_and_stream_agree_exactly(spark, spark_corpus, stream_registry, tmp_path, export_format):
     from jobs.backfill_features import run_feature_backfill
     from jobs.backfill_scores import run_score_backfill
-    from jobs.config import decode_limits
     from jobs.spark_tables import register_views
     from models.registry import resolve_bundle
     from udfs.messages import encode_upload
@@ -42,7 +41,7 @@ def test_spark_backfill_and_stream_agree_exactly(spark, spark_corpus, stream_reg
     photos = sorted((spark_corpus / "photos").glob("*"))
     for i, path in enumerate(photos):
         out = process_message(encode_upload(path.name, path.as_uri(), 1), f"photos.uploaded/0/{i}",
-                              model, cache, decode_limits(config))
+                              model, cache, config.features.limits())
         (kind, payload), = out.records
         rec = json.loads(payload)
         assert kind == SCORES, rec

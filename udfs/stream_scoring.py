@@ -155,9 +155,9 @@ class ModelHolder:
             threading.Thread(target=self.refresh, name="model-poll", daemon=True).start()
 
 
-def registry_holder(config, export_format: Optional[str] = None,
-                    poll_interval_s: Optional[float] = None) -> ModelHolder:
-    """A ModelHolder on the configured MLflow alias (`mlflow.model_name`@`mlflow.alias`).
+def registry_holder(settings) -> ModelHolder:
+    """A ModelHolder on the configured MLflow alias (`mlflow.model_name`@`mlflow.alias`), scoring with
+    `scoring.format` and polling the alias every `flink.model_poll_interval_ms`.
 
     The probe is one registry call (`get_model_version_by_alias`); resolution goes through
     `models.registry.resolve_bundle` by version number, which downloads once and verifies checksums.
@@ -166,18 +166,15 @@ def registry_holder(config, export_format: Optional[str] = None,
     """
     from models.registry import client, resolve_bundle
 
-    name, alias = str(config["mlflow.model_name"]), str(config["mlflow.alias"])
-    fmt = export_format or str(config.get("scoring.format", "native"))
-    interval = (float(poll_interval_s) if poll_interval_s is not None
-                else float(config.get("flink.model_poll_interval_ms", 2000)) / 1000.0)
+    name, alias = settings.mlflow.model_name, settings.mlflow.alias
 
     def probe() -> int:
-        return int(client(config).get_model_version_by_alias(name, alias).version)
+        return int(client(settings).get_model_version_by_alias(name, alias).version)
 
     def resolve(version: int):
-        return resolve_bundle(f"models:/{name}/{version}", config)
+        return resolve_bundle(f"models:/{name}/{version}", settings)
 
-    return ModelHolder(probe, resolve, fmt, interval)
+    return ModelHolder(probe, resolve, settings.scoring.format, settings.flink.model_poll_interval_ms / 1000.0)
 
 
 # ---------------------------------------------------------------- features + score with a cache

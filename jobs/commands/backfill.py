@@ -42,11 +42,11 @@ def job_arguments(args) -> list[str]:
     return out
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     """Run the job with spark-submit, streaming its output; returns its exit code."""
     from jobs.spark_session import spark_env, spark_submit_command
 
-    cmd = spark_submit_command(config, args.script, job_arguments(args), master=args.master)
+    cmd = spark_submit_command(settings.spark, args.script, job_arguments(args), master=args.master)
     proc = subprocess.run(cmd, env=spark_env())
     if proc.returncode != 0:
         print(f"photoscore backfill {args.backfill_job}: spark-submit exited with {proc.returncode}",

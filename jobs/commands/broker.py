@@ -14,23 +14,23 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from jobs.broker import broker_status, external_bootstrap, start_broker, stop_broker
 
     if args.action == "start":
-        if external_bootstrap(config):
-            print(f"bootstrap={external_bootstrap(config)} (external cluster: nothing local started)")
+        if external_bootstrap(settings):
+            print(f"bootstrap={external_bootstrap(settings)} (external cluster: nothing local started)")
             return 0
-        state = start_broker(config, mode=args.mode)
+        state = start_broker(settings, mode=args.mode)
         print(f"bootstrap={state['bootstrap']}\nmode={state['mode']}\ntansu_pid={state['tansu_pid']}")
         if state.get("seaweedfs_pid"):
             print(f"seaweedfs_pid={state['seaweedfs_pid']}\ns3_endpoint={state['s3_endpoint']}")
         print(f"log={state['log']}")
         return 0
     if args.action == "stop":
-        print("stopped" if stop_broker(config) else "not running")
+        print("stopped" if stop_broker(settings) else "not running")
         return 0
-    status = broker_status(config)
+    status = broker_status(settings)
     for key in ("bootstrap", "mode", "running", "healthy", "tansu_pid", "seaweedfs_pid", "log", "error"):
         if status.get(key) not in (None, ""):
             print(f"{key}={status[key]}")

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, config) -> int:
+def run(args: argparse.Namespace, settings) -> int:
     """Build the corpus and print the one-line summary (counts per label) on stdout."""
     start = time.perf_counter()
     labels = build_corpus(args.out, args.n, args.seed, broken=args.broken,

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from jobs.config import Config, decode_limits
+from udfs.settings import Settings
 from jobs.progress import Progress
 from jobs.tables import write_parquet_atomic
 from udfs.decode import DecodeLimits
@@ -57,11 +57,11 @@ def extract_all(uris: list[str], workers: int, limits: DecodeLimits) -> Iterator
         yield from pool.imap(work, uris, chunksize=4)
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     uris = list_inputs(args.input)
     featured, quarantined = [], []
     with Progress(len(uris), "photos", "features") as progress:
-        for result in extract_all(uris, args.workers, decode_limits(config)):
+        for result in extract_all(uris, args.workers, settings.features.limits()):
             (featured if isinstance(result, FeatureRow) else quarantined).append(result)
             progress.update()
     write_parquet_atomic(feature_frame(featured), args.out / "features.parquet")

@@ -30,12 +30,12 @@ def parity_cell(cell: dict | None) -> str:
     return f"{shown} FAILED (tol {cell.get('tolerance')})"
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from models.registry import list_versions
 
-    rows = list_versions(config, args.name)
+    rows = list_versions(settings, args.name)
     if not rows:
-        print(f"no registered models in {config.tracking_uri}")
+        print(f"no registered models in {settings.tracking_uri}")
         return 0
     header = ("name", "version", "aliases", "model_type", "parity", "test_auc")
     _print_table([header] + [(r["name"], str(r["version"]), ",".join(r["aliases"]) or "-", r["model_type"],
@@ -48,7 +48,7 @@ def run(args, config) -> int:
         print("\nparity matrix: max |export - native| on held-out + adversarial rows (n/a: no such export)")
         matrix = [("name", "version", "model_type", *PARITY_FORMATS)]
         for r in rows:
-            _, _, bundle = resolve_bundle(f"models:/{r['name']}/{r['version']}", config, allow_failed_parity=True)
+            _, _, bundle = resolve_bundle(f"models:/{r['name']}/{r['version']}", settings, allow_failed_parity=True)
             exports = read_parity_report(bundle)["exports"]
             matrix.append((r["name"], str(r["version"]), r["model_type"],
                            *(parity_cell(exports.get(fmt)) for fmt in PARITY_FORMATS)))

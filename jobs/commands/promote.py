@@ -12,10 +12,10 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from models.registry import promote
 
-    name = args.name or config.get("mlflow.model_name", "photo_quality")
-    promote(config, name, args.version, args.alias)
+    name = args.name or settings.mlflow.model_name
+    promote(settings, name, args.version, args.alias)
     print(f"{name}@{args.alias} -> version {args.version}")
     return 0

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jobs.model_args import add_model_arguments, export_format, model_uri
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score", help="score a features parquet locally with a registered model",
         description=__doc__ + " Rows that cannot be scored go to OUT's .quarantine.parquet sibling.")
-    p.add_argument("--model", default=None,
-                   help="models:/NAME@ALIAS or models:/NAME/VERSION (default: config mlflow.model_name@alias)")
-    p.add_argument("--format", dest="export_format", default=None,
-                   help="export format: native, onnx, m2cgen-python, ... (default: config scoring.format)")
+    add_model_arguments(p)
     p.add_argument("--features", required=True, type=Path, help="features parquet")
     p.add_argument("--out", required=True, type=Path, help="score rows parquet to write")
     p.set_defaults(handler=run)
@@ -22,7 +21,7 @@ def quarantine_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.quarantine{out.suffix or '.parquet'}")
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     import pandas as pd
 
     from jobs.tables import write_parquet_atomic
@@ -32,10 +31,9 @@ def run(args, config) -> int:
     from udfs.errors import PhotoscoreError
     from udfs.scorers import load_scorer
 
-    model_uri = args.model or f"models:/{config['mlflow.model_name']}@{config['mlflow.alias']}"
-    export_format = args.export_format or config.get("scoring.format", "native")
-    name, version, bundle_dir = resolve_bundle(model_uri, config)
-    scorer = load_scorer(bundle_dir, export_format)
+    fmt = export_format(args, settings)
+    name, version, bundle_dir = resolve_bundle(model_uri(args, settings), settings)
+    scorer = load_scorer(bundle_dir, fmt)
     try:
         features = pd.read_parquet(args.features)
     except (OSError, ValueError) as exc:
@@ -44,6 +42,6 @@ def run(args, config) -> int:
                          source_ref=str(args.features), source="batch")
     write_parquet_atomic(result.scores, args.out)
     write_parquet_atomic(result.quarantine, quarantine_path(args.out))
-    print(f"model={name}/{version} format={export_format} inputs={len(features)} "
+    print(f"model={name}/{version} format={fmt} inputs={len(features)} "
           f"scored={len(result.scores)} quarantined={len(result.quarantine)}")
     return 0

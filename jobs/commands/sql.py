@@ -26,7 +26,7 @@ def run_sql(spark, tables: str, query: str):
     return spark.sql(query)
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     import logging
 
     import pandas as pd
@@ -36,8 +36,8 @@ def run(args, config) -> int:
     from jobs.spark_session import get_session
     from udfs.errors import PhotoscoreError
 
-    tables = args.tables or config.path("storage.tables")
-    spark = get_session(config, "photoscore-sql", master=args.master)
+    tables = args.tables or settings.resolve(settings.storage.tables)
+    spark = get_session(settings.spark, "photoscore-sql", master=args.master)
     spark.sparkContext.setLogLevel("ERROR")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:

@@ -20,7 +20,7 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, 
 
     No consumer group: every partition is assigned and read from its earliest offset, so tailing
     never moves anyone's committed offsets (and does not rely on ListOffsets(latest)).
-    `fetch_wait_ms` is the consumer's fetch.max.wait.ms: `jobs.broker.fetch_wait_ms(config)` gives
+    `fetch_wait_ms` is the consumer's fetch.max.wait.ms: `jobs.broker.fetch_wait_ms(settings)` gives
     the broker's (too short a wait on the durable Tansu broker returns nothing at all).
     """
     from kafka import KafkaConsumer, TopicPartition
@@ -47,13 +47,13 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, 
         consumer.close()
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from jobs.broker import bootstrap_servers, fetch_wait_ms
 
-    topic = config[f"kafka.topics.{args.topic}"]
+    topic = getattr(settings.kafka.topics, args.topic)
     n = 0
-    for _, _, value in read_topic(bootstrap_servers(config), topic, args.idle, args.limit, args.follow,
-                                  fetch_wait_ms(config)):
+    for _, _, value in read_topic(bootstrap_servers(settings), topic, args.idle, args.limit, args.follow,
+                                  fetch_wait_ms(settings)):
         sys.stdout.write((value or b"").decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         n += 1

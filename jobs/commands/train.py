@@ -26,7 +26,7 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else "n/a"
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from models.parity import describe_failures
     from models.train import train_and_register
     from models.trainers import TrainParams
@@ -34,8 +34,8 @@ def run(args, config) -> int:
     params = TrainParams(trees=args.trees, depth=args.depth)
     if args.threads:
         params = TrainParams(trees=args.trees, depth=args.depth, threads=args.threads)
-    name = args.name or config.get("mlflow.model_name", "photo_quality")
-    result = train_and_register(args.features, args.labels, args.target, args.model, name, config, params)
+    name = args.name or settings.mlflow.model_name
+    result = train_and_register(args.features, args.labels, args.target, args.model, name, settings, params)
     built = result.built
     test = built.metrics.get("test", {})
     print(f"{args.model}: {built.facts['trees']} trees; test rows={test.get('rows', 0)} "

@@ -67,16 +67,16 @@ def upload_files(bootstrap: str, topic: str, paths: list[str] | list[Path], rate
         producer.close(timeout=5)
 
 
-def run(args, config) -> int:
+def run(args, settings) -> int:
     from jobs.broker import bootstrap_servers
     from jobs.commands.features import list_inputs
 
-    bootstrap = bootstrap_servers(config)
+    bootstrap = bootstrap_servers(settings)
     paths = list_inputs(args.input)
     t0 = time.monotonic()
-    sent = len(upload_files(bootstrap, config["kafka.topics.uploaded"], paths, args.rate, args.limit,
+    sent = len(upload_files(bootstrap, settings.kafka.topics.uploaded, paths, args.rate, args.limit,
                             args.inline, args.timeout))
     elapsed = time.monotonic() - t0
-    print(f"uploaded={sent} topic={config['kafka.topics.uploaded']} bootstrap={bootstrap} "
+    print(f"uploaded={sent} topic={settings.kafka.topics.uploaded} bootstrap={bootstrap} "
           f"seconds={elapsed:.2f}")
     return 0

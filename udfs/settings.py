@@ -1,0 +1,167 @@
+"""The typed settings model: every config key of photoscore declared once, with its type.
+
+The defaults are not here: they live in one place, `conf/photoscore.yaml`, which is the first source
+`jobs.config.load_settings` reads (then `PHOTOSCORE_*` env, the ecosystem's own variables, `--set`).
+This module is the ground layer's view of the config: no I/O, so an engine worker (a Spark executor,
+a Flink Python worker) rebuilds the same object from its JSON with `Settings.model_validate_json`.
+
+Every section refuses unknown keys (`extra="forbid"`) and is frozen: components receive a section
+(`settings.kafka`, `settings.features`) and can rely on it not changing under them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+# A consumer's fetch wait in ms, or "auto": the broker kind's own (jobs.broker.fetch_wait_ms).
+FetchWait = Union[Literal["auto"], NonNegativeInt]
+
+
+def _engine_value(value: object) -> object:
+    """Engines take option values as strings: YAML's `true` and `2` become "true" and "2"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+EngineOptions = dict[str, Annotated[str, BeforeValidator(_engine_value)]]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are refused, values are validated, nothing changes later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(Section):
+    photo_roots: list[str]
+    tables: str
+
+
+class KafkaTopics(Section):
+    uploaded: str
+    scores: str
+    dlq: str
+
+
+class KafkaSettings(Section):
+    bootstrap: str
+    topics: KafkaTopics
+    partitions: PositiveInt
+    retention_ms: Annotated[int, Field(ge=-1)]  # -1: Kafka's "keep forever"
+    embedded_mode: Literal["durable", "ephemeral"]
+    embedded_port: Port
+    fetch_max_wait_ms: FetchWait
+
+
+class MlflowSettings(Section):
+    tracking_uri: str
+    artifact_root: str
+    model_name: str
+    alias: str
+
+
+class SparkSettings(Section):
+    master: str
+    deploy_mode: Literal["", "client", "cluster"]
+    log_level: Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
+    features_batch_rows: PositiveInt
+    scoring_batch_rows: PositiveInt
+    jvm_block_rows: PositiveInt
+    c_in_jvm: bool
+    conf: EngineOptions
+
+
+class FlinkSettings(Section):
+    parallelism: PositiveInt
+    checkpoint_interval_ms: PositiveInt
+    checkpoint_dir: str
+    jobmanager: str
+    python: str
+    group_id: str
+    fetch_max_wait_ms: FetchWait
+    model_poll_interval_ms: PositiveInt
+    cache_ttl_ms: PositiveInt
+    python_bundle_size: PositiveInt
+    python_bundle_time_ms: PositiveInt
+    buffer_timeout_ms: NonNegativeInt
+    python_worker_mode: Literal["process", "loopback"]
+    gil_switch_interval_ms: Annotated[float, Field(gt=0)]
+    jvm_args: str
+    ship_connector_jars: bool
+    conf: EngineOptions
+
+
+class FeaturesSettings(Section):
+    version: Literal[1]
+    max_pixels: PositiveInt
+    max_side: PositiveInt
+    min_side: PositiveInt
+    max_file_bytes: PositiveInt
+
+    def limits(self):
+        """These limits as the extractor's `DecodeLimits`."""
+        from udfs.decode import DecodeLimits  # OpenCV/Pillow load only where photos are decoded
+
+        return DecodeLimits(max_pixels=self.max_pixels, max_side=self.max_side, min_side=self.min_side,
+                            max_file_bytes=self.max_file_bytes)
+
+
+class ScoringSettings(Section):
+    format: str
+    threads: PositiveInt
+
+
+def _absolute(path: Path) -> Path:
+    return path.expanduser().resolve()
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration (see conf/photoscore.yaml for what each key means)."""
+
+    # Constructing it reads no environment: `jobs.config.load_settings` layers the sources, so a
+    # worker rebuilding it from JSON gets exactly what the driver resolved.
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    home: Annotated[Path, AfterValidator(_absolute)]
+    storage: StorageSettings
+    kafka: KafkaSettings
+    mlflow: MlflowSettings
+    spark: SparkSettings
+    flink: FlinkSettings
+    features: FeaturesSettings
+    scoring: ScoringSettings
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings,)
+
+    def resolve(self, location: str) -> str:
+        """A location from config: URIs and absolute paths pass through, relative paths resolve
+        against `home`."""
+        if "://" in location or Path(location).is_absolute():
+            return location
+        return str(self.home / location)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the configured one, else the embedded SQLite store under home."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    def updated(self, **sections) -> "Settings":
+        """A copy with some keys changed, validated again: `updated(kafka={"bootstrap": "h:9092"})`.
+
+        Each keyword is a top-level key; a dict value updates that section's keys."""
+        data = self.model_dump()
+        for key, value in sections.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        return type(self).model_validate(data)
