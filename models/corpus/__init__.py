@@ -28,18 +28,18 @@ byte-identical photos and labels (for the same installed sources, Pillow and lib
 The package, by concern: `sources` (the source photographs), `degradations` (the registry of
 degradation kinds and the labels they set), `planning` (which photo is what, and its labels),
 `render` (one planned photo to pixels), `encoding` (pixels to bytes), `output` (`build_corpus`,
-`summarize`), `bad_inputs` (the `--broken` files). The names below are its public interface.
+`summarize`), `bad_inputs` (the `--broken` files). The names re-exported here are the ones the
+rest of the project uses.
 """
 from __future__ import annotations
 
 from models.corpus.bad_inputs import write_bad_inputs, write_oddities
-from models.corpus.degradations import DEGRADATION_LABEL, DEGRADATIONS, HEAVY_JPEG
-from models.corpus.output import build_corpus, labels_frame, summarize
-from models.corpus.planning import BIG_MEGAPIXELS, LABEL_COLUMNS, PhotoSpec, plan_corpus
+from models.corpus.degradations import DEGRADATIONS
+from models.corpus.output import build_corpus, summarize
+from models.corpus.planning import LABEL_COLUMNS, plan_corpus
 from models.corpus.sources import Source, available_sources, load_source
 
 __all__ = [
-    "BIG_MEGAPIXELS", "DEGRADATIONS", "DEGRADATION_LABEL", "HEAVY_JPEG", "LABEL_COLUMNS",
-    "PhotoSpec", "Source", "available_sources", "build_corpus", "labels_frame", "load_source",
+    "DEGRADATIONS", "LABEL_COLUMNS", "Source", "available_sources", "build_corpus", "load_source",
     "plan_corpus", "summarize", "write_bad_inputs", "write_oddities",
 ]
