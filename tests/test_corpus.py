@@ -1,4 +1,4 @@
-"""Tests of the labelled corpus builder (models/corpus.py) and `photoscore corpus`."""
+"""Tests of the labelled corpus builder (models/corpus/) and `photoscore corpus`."""
 from __future__ import annotations
 
 import io
@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from jobs.cli import main as cli_main
 from models import corpus as C
+from models.corpus import degradations as D
 from udfs.errors import PhotoscoreError
 from udfs.quarantine import REASON_CODES
 
@@ -230,7 +231,7 @@ def _mean(img: Image.Image) -> float:
     return float(np.asarray(img.convert("L"), np.float32).mean())
 
 
-@pytest.mark.parametrize("fn", [C.apply_gaussian_blur, C.apply_motion_blur])
+@pytest.mark.parametrize("fn", [D.apply_gaussian_blur, D.apply_motion_blur])
 def test_blur_reduces_sharpness_more_when_stronger(photo, fn):
     weak, _ = fn(photo, np.random.default_rng(0), 0.0)
     strong, _ = fn(photo, np.random.default_rng(0), 1.0)
@@ -239,8 +240,8 @@ def test_blur_reduces_sharpness_more_when_stronger(photo, fn):
 
 
 def test_exposure_moves_brightness_the_right_way(photo):
-    dark, p = C.apply_underexposure(photo, np.random.default_rng(0), 0.5)
-    bright, q = C.apply_overexposure(photo, np.random.default_rng(0), 0.5)
+    dark, p = D.apply_underexposure(photo, np.random.default_rng(0), 0.5)
+    bright, q = D.apply_overexposure(photo, np.random.default_rng(0), 0.5)
     assert _mean(dark) < 0.7 * _mean(photo) and p["exposure"] < 1
     assert _mean(bright) > _mean(photo) and q["exposure"] > 1
     clipped = (np.asarray(bright.convert("L")) >= 254).mean()
@@ -249,30 +250,30 @@ def test_exposure_moves_brightness_the_right_way(photo):
 
 def test_noise_is_per_channel_and_grows_with_strength(photo):
     base = np.asarray(photo, np.float32)
-    weak = np.asarray(C.apply_sensor_noise(photo, np.random.default_rng(0), 0.0)[0], np.float32)
-    strong = np.asarray(C.apply_sensor_noise(photo, np.random.default_rng(0), 1.0)[0], np.float32)
+    weak = np.asarray(D.apply_sensor_noise(photo, np.random.default_rng(0), 0.0)[0], np.float32)
+    strong = np.asarray(D.apply_sensor_noise(photo, np.random.default_rng(0), 1.0)[0], np.float32)
     assert 0 < (weak - base).std() < (strong - base).std()
     diff = strong - base
     assert not np.allclose(diff[..., 0], diff[..., 1]), "noise must differ between channels"
     gray = photo.convert("L")
-    assert C.apply_sensor_noise(gray, np.random.default_rng(0), 0.5)[0].mode == "L"
+    assert D.apply_sensor_noise(gray, np.random.default_rng(0), 0.5)[0].mode == "L"
 
 
 def test_text_overlay_draws_latin_or_cyrillic_lines(photo):
-    out, params = C.apply_text_overlay(photo, np.random.default_rng(1), 0.9)
+    out, params = D.apply_text_overlay(photo, np.random.default_rng(1), 0.9)
     assert out.size == photo.size
     assert len(params["lines"]) >= 2
-    assert all(line["text"] in C.SPAM_LINES_LATIN + C.SPAM_LINES_CYRILLIC
+    assert all(line["text"] in D.SPAM_LINES_LATIN + D.SPAM_LINES_CYRILLIC
                for line in params["lines"])
     changed = (np.abs(np.asarray(out, np.int16) - np.asarray(photo, np.int16)).max(axis=2) > 0)
     assert 0.005 < changed.mean() < 0.6
-    gray_out, _ = C.apply_text_overlay(photo.convert("L"), np.random.default_rng(1), 0.1)
+    gray_out, _ = D.apply_text_overlay(photo.convert("L"), np.random.default_rng(1), 0.1)
     assert gray_out.mode == "RGB"
 
 
 def test_motion_blur_kernel_is_normalised():
     for length, angle in [(3, 0), (7.5, 33), (25, 90), (12, 135)]:
-        k = C.motion_blur_kernel(length, angle)
+        k = D.motion_blur_kernel(length, angle)
         assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
         assert abs(k.sum() - 1) < 1e-5 and (k >= 0).all()
 

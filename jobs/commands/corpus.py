@@ -1,4 +1,4 @@
-"""`photoscore corpus`: build the reproducible labelled photo corpus (see models/corpus.py)."""
+"""`photoscore corpus`: build the reproducible labelled photo corpus (see models/corpus/)."""
 from __future__ import annotations
 
 import argparse
