@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.settings import load_settings
+from jobs.config import load_settings
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 
 CORES = 2

@@ -22,12 +22,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from jobs.config import ConfigError, load_settings
 from udfs.settings import Settings
 from jobs.progress import Progress
-from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id,
+from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, run_id_arg,
                                write_counted)
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_COLUMNS, FEATURE_VERSION
@@ -202,6 +202,8 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     # Independent small jobs over staged inputs: submitted together they share the cores instead
     # of each paying its scheduling latency in turn.
     with ThreadPoolExecutor(len(outputs) + 1) as pool:
+        reason_counts = pool.submit(lambda: status.where(F.col("outcome").isin("read_failed", "known_bad", "failed"))
+                                    .withColumn("_r", reason).groupBy("_r.reason_code").count().collect())
         totals = pool.submit(lambda: status.agg(
             F.count(F.lit(1)).alias("rows"),
             *[F.count(F.when(F.col("outcome") == outcome, 1)).alias(outcome) for outcome in OUTCOMES]).first())
@@ -211,6 +213,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
         if rows_written.result()["rows"]:
             commit.moves.append((staged[name], f"{store.table(name)}/run_id={run_id}"))
     counts = totals.result().asDict()
+    reasons = {row["reason_code"]: row["count"] for row in reason_counts.result()}
     store.commit(commit)
 
     result = FeatureBackfillResult(
@@ -219,6 +222,10 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
         known=counts["known"], decoded=int(decodes.value))
     if result.inputs != result.featured + result.quarantined + result.known:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
+    store.write_report(run_id, {
+        "job": "features", **asdict(result), "outcomes": {k: counts[k] for k in OUTCOMES},
+        "quarantine_reasons": reasons,
+        "written": {name: rows_written.result()["rows"] for name, rows_written in written.items()}})
     return result
 
 
@@ -237,6 +244,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables", default=None, metavar="ROOT",
                         help="table root (default: config storage.tables)")
     parser.add_argument("--glob", default=None, help="file-name filter for directories, e.g. '*.jpg'")
+    parser.add_argument("--run-id", default=None, type=run_id_arg,
+                        help="the run's id (default: time + random); an orchestrator names its runs")
     parser.add_argument("--input-kind", choices=("auto", "dir", "manifest"), default="auto",
                         help="auto: a .parquet/.csv/.txt/.lst path is a manifest, anything else a directory")
 
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.tables or settings.resolve(settings.storage.tables)
     spark = get_session(settings.spark, "photoscore-backfill-features")
     try:
-        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind)
+        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind, args.run_id)
     except PhotoscoreError as exc:
         print(f"backfill features: {exc}", file=sys.stderr)
         return 1

@@ -20,14 +20,15 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import reduce
 from pathlib import Path
 
 from jobs.config import ConfigError, load_settings
 from jobs import model_args
 from udfs.settings import Settings
-from jobs.spark_tables import FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, write_counted
+from jobs.spark_tables import (FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, run_id_arg,
+                               write_counted)
 from udfs.errors import PhotoscoreError
 
 log = logging.getLogger("photoscore.backfill.scores")
@@ -202,12 +203,14 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
     parallelism = spark.sparkContext.defaultParallelism
     staged_scores = store.staging(run_id, "out_scores")
     target = f"{partition}/run_id={run_id}"
-    if write_counted(score_rows.coalesce(max(1, parallelism)), staged_scores)["rows"]:
+    n_scores = write_counted(score_rows.coalesce(max(1, parallelism)), staged_scores)["rows"]
+    if n_scores:
         commit.moves.append((staged_scores, target))
         if force:
             commit.replaces.append((partition, target))
     staged_q = store.staging(run_id, "out_quarantine")
-    if write_counted(quarantine_rows.coalesce(1), staged_q)["rows"]:
+    n_quarantine = write_counted(quarantine_rows.coalesce(1), staged_q)["rows"]
+    if n_quarantine:
         commit.moves.append((staged_q, f"{store.table('quarantine')}/run_id={run_id}"))
     store.commit(commit)
 
@@ -217,6 +220,8 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
         quarantined=int(totals["known_bad"]) + int(totals["non_finite"]) + outcome["failed"])
     if result.rows != result.scored + result.known + result.quarantined:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
+    store.write_report(run_id, {"job": "scores", **asdict(result), "decoded": 0,
+                                "written": {"scores": n_scores, "quarantine": n_quarantine}})
     return result
 
 
@@ -224,6 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by spark-submit and `photoscore backfill scores`."""
     model_args.add_model_arguments(parser)
     parser.add_argument("--tables", default=None, metavar="ROOT", help="table root (default: config storage.tables)")
+    parser.add_argument("--run-id", default=None, type=run_id_arg,
+                        help="the run's id (default: time + random); an orchestrator names its runs")
     parser.add_argument("--force", action="store_true",
                         help="rescore identities already scored, replacing the version's rows atomically")
 
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_score_backfill(spark, settings, model_args.model_uri(args, settings),
                                     model_args.export_format(args, settings),
-                                    tables, args.force)
+                                    tables, args.force, args.run_id)
     except PhotoscoreError as exc:
         print(f"backfill scores: {exc}", file=sys.stderr)
         return 1

@@ -83,18 +83,23 @@ def spark_submit_path() -> str:
     return found
 
 
+def submit_conf(spark_settings: SparkSettings) -> dict[str, str]:
+    """spark-submit's `--conf` for a photoscore job: `spark_conf` plus the Python to run it."""
+    conf = spark_conf(spark_settings)
+    # The executors need the same Python as the driver (our packages are installed in it); a
+    # cluster overrides these through spark.conf (spark.pyspark.python = the image's python).
+    conf.setdefault("spark.pyspark.python", sys.executable)
+    conf.setdefault("spark.pyspark.driver.python", sys.executable)
+    return conf
+
+
 def spark_submit_command(spark_settings: SparkSettings, script: str, job_args: list[str],
                          master: str | None = None, extra_conf: Mapping[str, str] | None = None) -> list[str]:
     """The spark-submit command line for `jobs/<script>` with `job_args`, from config alone."""
     cmd = [spark_submit_path(), "--master", master or spark_settings.master]
     if spark_settings.deploy_mode:
         cmd += ["--deploy-mode", spark_settings.deploy_mode]
-    conf = spark_conf(spark_settings)
-    conf.update(extra_conf or {})
-    # The executors need the same Python as the driver (our packages are installed in it); a
-    # cluster overrides these through spark.conf (spark.pyspark.python = the image's python).
-    conf.setdefault("spark.pyspark.python", sys.executable)
-    conf.setdefault("spark.pyspark.driver.python", sys.executable)
+    conf = {**submit_conf(spark_settings), **(extra_conf or {})}
     for key, value in sorted(conf.items()):
         cmd += ["--conf", f"{key}={value}"]
     return cmd + [str(JOBS_DIR / script), *job_args]

@@ -9,6 +9,7 @@ Layout under ROOT (a path or URI from `storage.tables`):
     scores/model_name=M/model_version=V/run_id=R/...     one row per (content_sha256, M, V)
     _staging/R/...                                       a run's output before it commits
     _staging/R/_COMMIT                                   the commit point (JSON: moves, replaces)
+    _runs/R.json                                         the run's report: counts, reasons, rows written
 
 A run writes everything under `_staging/R/` (names starting with `_` are invisible to Spark
 readers), then writes `_COMMIT` (one small file: the commit point), then renames each staged
@@ -19,8 +20,10 @@ visible and the rerun ends with exactly one row per identity.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ log = logging.getLogger("photoscore.tables")
 
 TABLES = ("features", "photos", "quarantine", "scores")
 STAGING = "_staging"
+RUNS = "_runs"
 COMMIT_MARKER = "_COMMIT"
 
 
@@ -51,6 +55,17 @@ def write_counted(frame, path: str, **metrics) -> dict[str, int]:
 def new_run_id() -> str:
     """Sortable, unique run id: UTC time then random hex (never parses as a number)."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+_RUN_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$")
+
+
+def run_id_arg(value: str) -> str:
+    """A run id given on a command line: it names partition directories, so a safe name only."""
+    if not _RUN_ID.match(value):
+        raise argparse.ArgumentTypeError(
+            f"run id {value!r}: use a letter, then letters, digits, '_', '.' or '-' (at most 200)")
+    return value
 
 
 @dataclass
@@ -128,6 +143,10 @@ class TableStore:
             if name.endswith(".parquet") and "/_" not in rel and "/." not in rel:
                 return True
         return False
+
+    def write_report(self, run_id: str, report: dict) -> None:
+        """Record a committed run's counts at `_runs/<run_id>.json` (what orchestrators reconcile)."""
+        self._write_text(f"{self.root}/{RUNS}/{run_id}.json", json.dumps(report, sort_keys=True))
 
     # -- commit protocol --------------------------------------------------------------------------
     def commit(self, commit: Commit) -> None:

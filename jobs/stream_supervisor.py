@@ -23,9 +23,23 @@ from udfs.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 JOB_SCRIPT = REPO / "jobs" / "stream_score.py"
 
+DESIRED = "desired"
+
+
 def stream_dir(settings: Settings) -> Path:
     """Where the job's pid file, log and job config live."""
     return settings.home / "stream"
+
+
+def job_settings_path(settings: Settings) -> Path:
+    """The settings the running (or last started) job was given."""
+    return stream_dir(settings) / "job-settings.json"
+
+
+def desired_state(settings: Settings) -> str | None:
+    """"running" after `start`, "stopped" after `stop`, None when never started under this home."""
+    path = stream_dir(settings) / DESIRED
+    return path.read_text().strip() if path.is_file() else None
 
 
 def flink_python(settings: Settings) -> Path:
@@ -144,8 +158,9 @@ def start_stream(settings: Settings, restore: bool = True, wait_s: float = 120.0
     bootstrap = bootstrap_servers(settings)
     kafka_metadata(bootstrap)  # fail now, clearly, rather than in a restart loop
     job = job_settings(settings, bootstrap, registry_url_for_job(settings))
-    cfg_path = d / "job-settings.json"
+    cfg_path = job_settings_path(settings)
     cfg_path.write_text(job.model_dump_json(indent=2))
+    (d / DESIRED).write_text("running\n")  # the watch restarts a job meant to run that died
     checkpoint = latest_checkpoint(settings) if restore else None
     restore_args = ["--restore", checkpoint.as_uri()] if checkpoint else []
     jobmanager = settings.flink.jobmanager
@@ -185,6 +200,8 @@ def stop_stream(settings: Settings, stop_registry: bool = True) -> bool:
     from jobs.broker import stop_process
 
     d = stream_dir(settings)
+    if d.is_dir():
+        (d / DESIRED).write_text("stopped\n")
     stopped = False
     id_path = d / "job.id"
     if id_path.is_file():

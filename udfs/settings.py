@@ -120,6 +120,27 @@ class ScoringSettings(Section):
     threads: PositiveInt
 
 
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+class AirflowSettings(Section):
+    port: Port
+    parallelism: NonNegativeInt
+    spark_conn_id: str
+    backfill_schedule: str
+    max_quarantine_share: Share
+    lifecycle_features: str
+    lifecycle_labels: str
+    lifecycle_target: str
+    lifecycle_model_types: list[Literal["xgboost", "lightgbm", "catboost", "logreg"]]
+    promotion_margin: Annotated[float, Field(ge=0)]
+    stream_watch_schedule: str
+    max_checkpoint_age_s: PositiveInt
+    max_consumer_lag: NonNegativeInt
+    task_retries: NonNegativeInt
+    task_timeout_s: PositiveInt
+
+
 def _absolute(path: Path) -> Path:
     return path.expanduser().resolve()
 
@@ -139,6 +160,7 @@ class Settings(BaseSettings):
     flink: FlinkSettings
     features: FeaturesSettings
     scoring: ScoringSettings
+    airflow: AirflowSettings
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -1,0 +1,116 @@
+"""What the DAGs in airflow_dags/ share: photoscore's settings at parse time, the task defaults,
+run ids that name each task attempt's backfill run, and the Assets the DAGs exchange.
+
+Kept light on purpose: a DAG file imports this at parse time (pydantic and YAML, nothing that
+loads Spark, MLflow or OpenCV); the tasks import the heavy parts when they run.
+"""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from jobs.config import load_settings
+from udfs.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS_DIR = REPO / "jobs"
+
+
+def dag_settings() -> Settings:
+    """photoscore's settings as the dag-processor and the tasks see them (PHOTOSCORE_* env)."""
+    return load_settings()
+
+
+def default_args(settings: Settings) -> dict:
+    """Every task: retries with exponential backoff and an execution timeout, from config."""
+    return {
+        "owner": "photoscore",
+        "retries": settings.airflow.task_retries,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(seconds=settings.airflow.task_timeout_s),
+    }
+
+
+def schedule(expression: str) -> str | None:
+    """A cron/preset from config; "" means on demand only."""
+    return expression or None
+
+
+def run_prefix(dag_run_id: str) -> str:
+    """The prefix of every backfill run id one DAG run starts (a safe directory name)."""
+    return "af-" + re.sub(r"[^A-Za-z0-9]+", "-", dag_run_id).strip("-")
+
+
+def backfill_run_id(dag_run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """The run id of one task attempt's backfill: a retry is a new run, never a rewrite."""
+    index = "" if map_index is None or map_index < 0 else f"-{map_index}"
+    return f"{run_prefix(dag_run_id)}-{task_id.replace('_', '-')}{index}-t{try_number}"
+
+
+def latest_attempts(reports: list[dict]) -> list[dict]:
+    """One report per task (and map index): the last attempt's."""
+    latest: dict[str, tuple[int, dict]] = {}
+    for report in reports:
+        key, _, attempt = report["run_id"].rpartition("-t")
+        number = int(attempt) if attempt.isdigit() else 0
+        if key not in latest or number > latest[key][0]:
+            latest[key] = (number, report)
+    return [report for _, report in sorted(latest.values(), key=lambda item: item[1]["run_id"])]
+
+
+def tables_asset_uri(settings: Settings, table: str) -> str:
+    """The Asset URI of one table under `storage.tables` (file:// for a local root)."""
+    root = settings.resolve(settings.storage.tables)
+    return f"{root.rstrip('/')}/{table}" if "://" in root else Path(root, table).as_uri()
+
+
+def champion_asset_uri(settings: Settings) -> str:
+    """The Asset the lifecycle DAG updates when `champion` moves; the rescore DAG runs on it."""
+    return f"photoscore://models/{settings.mlflow.model_name}/champion"
+
+
+def labels_asset_uri(settings: Settings) -> str:
+    """The Asset whose events start the lifecycle DAG: new labels for the configured model."""
+    labels = settings.airflow.lifecycle_labels
+    if labels:
+        resolved = settings.resolve(labels)
+        return resolved if "://" in resolved else Path(resolved).as_uri()
+    return f"photoscore://labels/{settings.mlflow.model_name}"
+
+
+# spark-submit arguments naming each attempt's run (rendered by Airflow: `backfill_run_id` is a
+# user macro of the DAGs that submit backfills).
+RUN_ID_ARGS = ["--run-id", "{{ backfill_run_id(run_id, ti.task_id, ti.map_index, ti.try_number) }}"]
+
+
+def reconcile_task(settings: Settings, outlets: list, no_decodes: bool = False):
+    """The task that reconciles this DAG run's backfills from their reports and, when they
+    reconcile, updates `outlets`; it fails (no retry: the data will not change) naming the problems
+    and the top quarantine reasons. `no_decodes`: a rescore must not have decoded any photo."""
+    from airflow.sdk import task
+
+    @task(task_id="reconcile", outlets=outlets, retries=0)
+    def reconcile(params=None, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from jobs.reconcile import read_reports
+        from jobs.reconcile import reconcile as check
+
+        reports = latest_attempts(read_reports(params["tables"], run_prefix(run_id)))
+        verdict = check(params["tables"], reports, dag_settings().airflow.max_quarantine_share)
+        for line in verdict.lines:
+            print(line)
+        decoded = sum(report.get("decoded", 0) for report in reports)
+        if not reports:
+            verdict.problems.append(f"no backfill of this DAG run ({run_prefix(run_id)}*) reported to "
+                                    f"{params['tables']}/_runs")
+        if no_decodes and decoded:
+            verdict.problems.append(f"a rescore from stored features decoded {decoded} photos")
+        if not verdict.ok:
+            raise AirflowFailException("backfill does not reconcile: " + "; ".join(verdict.problems))
+        return {"runs": [report["run_id"] for report in reports], "decoded": decoded}
+
+    return reconcile()
