@@ -14,7 +14,7 @@ import pytest
 from _stream_fixtures import (MODEL, collect, kill_job, produce, running_broker, running_stream,  # noqa: F401
                               stream_config, stream_registry)
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
-from jobs.commands.upload import file_upload
+from jobs.topic_io import file_upload
 from udfs.features import content_sha256
 from udfs.messages import encode_upload
 from udfs.quarantine import REASON_CODES
@@ -156,5 +156,5 @@ def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus
         assert not dlq
         assert {s["upload_ref"] for s in scores} == set(before) | set(after)
         # Messages from before the restart are still in the (durable) topic.
-        from jobs.commands.tail import read_topic
+        from jobs.topic_io import read_topic
         assert len(list(read_topic(bootstrap, topic, idle_s=1.0))) >= 60
