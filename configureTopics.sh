@@ -12,7 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PHOTOSCORE_PYTHON:-}"
 if [[ -z "$python" ]]; then
   for candidate in "$here/.venv/bin/python" "$here/.venv-flink/bin/python" "$(command -v python3 || true)"; do
-    if [[ -n "$candidate" && -x "$candidate" ]] && "$candidate" -c "import kafka, jobs.broker" 2>/dev/null; then
+    if [[ -n "$candidate" && -x "$candidate" ]] && "$candidate" -c "import kafka, jobs.configure_topics" 2>/dev/null; then
       python="$candidate"; break
     fi
   done
@@ -21,4 +21,4 @@ if [[ -z "$python" ]]; then
   echo "configureTopics: no Python with kafka-python and photoscore installed; run 'uv sync' or set PHOTOSCORE_PYTHON" >&2
   exit 3
 fi
-exec "$python" -m jobs.broker topics
+exec "$python" -m jobs.configure_topics

@@ -92,7 +92,7 @@ def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
     Spawned, not forked: XGBoost's OpenMP threads do not survive a fork."""
     import multiprocessing
 
-    from jobs.commands.upload import file_upload
+    from jobs.topic_io import file_upload
 
     ctx = multiprocessing.get_context("spawn")
     messages = [(i, file_upload(p.name, p)) for i, p in enumerate(paths)]
@@ -135,17 +135,19 @@ class ScoreWatcher(threading.Thread):
         self.consumer.close()
 
     def wait_for(self, refs: set[str], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if refs <= self.seen.keys():
-                return True
-            time.sleep(0.05)
-        return False
+        """True once every ref in `refs` has a record, False when `timeout_s` passes first."""
+        from jobs.supervise import WaitTimeout, wait_until
+
+        try:
+            return wait_until(lambda: refs <= self.seen.keys(), timeout_s, 0.05,
+                              what=f"records of {len(refs)} uploads")
+        except WaitTimeout:
+            return False
 
 
 def send(bootstrap: str, topic: str, paths: list[Path], rate: float, tag: str) -> list[str]:
     """Publish one upload per path, paced at `rate`/s (0: as fast as possible); returns refs."""
-    from jobs.commands.upload import upload_files
+    from jobs.topic_io import upload_files
 
     return upload_files(bootstrap, topic, paths, rate, photo_ids=[f"{tag}-{i}" for i in range(len(paths))])
 
@@ -172,7 +174,7 @@ def paced_latency(watcher: ScoreWatcher, bootstrap: str, topic: str, paths: list
 def topic_refs(settings, bootstrap: str, fetch_wait_ms: int) -> set[str]:
     """Upload refs of every record in photos.scores and photos.dlq, read afresh from the beginning
     (tells a record the watcher missed from one that never reached the topics)."""
-    from jobs.commands.tail import read_topic
+    from jobs.topic_io import read_topic
 
     refs = set()
     for topic in (settings.kafka.topics.scores, settings.kafka.topics.dlq):
@@ -232,9 +234,10 @@ def cpu_by_role(job_pid: int, broker_pids: dict) -> dict[str, float]:
 def run_mode(mode: str, base_config_args: list[str], photos: list[Path], warmup: list[Path], seconds: float,
              corpus_dir: Path, work: Path, rates: tuple[float, ...] = ()) -> dict:
     """(b), (c0), (c), (d) for one broker mode."""
-    from jobs.broker import configure_topics, fetch_wait_ms, start_broker, stop_broker, topic_specs
+    from jobs.broker import fetch_wait_ms, start_broker, stop_broker
+    from jobs.config import load_settings
+    from jobs.kafka_admin import configure_topics, topic_specs
     from jobs.stream_supervisor import start_stream, stop_stream
-    from jobs.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix=f"home-{mode}-", dir=work))
     # The job's source and the watcher default to the broker kind's fetch wait (`auto`): the broker
@@ -325,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work folder (photos, registry, brokers' data, job logs) for a look")
     args = parser.parse_args(argv)
 
+    from jobs.config import load_settings
     from jobs.stream_supervisor import registry_url_for_job, stop_stream
-    from jobs.settings import load_settings
     from models.corpus import build_corpus
     from models.registry import promote, resolve_bundle
     from models.train import train_and_register

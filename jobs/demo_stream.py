@@ -17,22 +17,27 @@ def _say(msg: str) -> None:
 
 
 def _wait_records(settings, bootstrap: str, refs: set[str], timeout_s: float) -> tuple[list[dict], list[dict]]:
-    from jobs.commands.tail import read_topic
+    """The score and DLQ records of `refs`, once all have one or when `timeout_s` has passed (the
+    demo shows what arrived either way)."""
+    from jobs.supervise import WaitTimeout, wait_until
+    from jobs.topic_io import read_topic
 
-    deadline = time.monotonic() + timeout_s
-    scores: list[dict] = []
-    dlq: list[dict] = []
-    while time.monotonic() < deadline:
-        scores = [json.loads(v) for _, _, v in read_topic(bootstrap, settings.kafka.topics.scores, idle_s=1.0)]
-        dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, settings.kafka.topics.dlq, idle_s=1.0)]
-        if refs <= {s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq}:
-            break
-        time.sleep(1.0)
-    return ([s for s in scores if s["upload_ref"] in refs], [d for d in dlq if d["source_ref"] in refs])
+    got: dict[str, list[dict]] = {"scores": [], "dlq": []}
+
+    def all_arrived() -> bool:
+        for key in got:
+            got[key] = [json.loads(v) for _, _, v in read_topic(bootstrap, getattr(settings.kafka.topics, key), idle_s=1.0)]
+        return refs <= {s["upload_ref"] for s in got["scores"]} | {d["source_ref"] for d in got["dlq"]}
+
+    try:
+        wait_until(all_arrived, timeout_s, 1.0, what=f"records of {len(refs)} uploads")
+    except WaitTimeout:
+        pass
+    return ([s for s in got["scores"] if s["upload_ref"] in refs], [d for d in got["dlq"] if d["source_ref"] in refs])
 
 
 def _send(bootstrap: str, topic: str, paths: list[Path], tag: str) -> list[str]:
-    from jobs.commands.upload import upload_files
+    from jobs.topic_io import upload_files
 
     return upload_files(bootstrap, topic, paths, photo_ids=[f"{tag}{p.name}" for p in paths])
 
@@ -42,8 +47,10 @@ def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) 
 
     Starts and always stops the embedded broker (unless kafka.bootstrap points elsewhere) and the job.
     """
-    from jobs.broker import configure_topics, external_bootstrap, start_broker, stop_broker, topic_specs
+    from jobs.broker import external_bootstrap, start_broker, stop_broker
+    from jobs.kafka_admin import configure_topics, topic_specs
     from jobs.stream_supervisor import start_stream, stop_stream
+    from jobs.supervise import WaitTimeout, wait_until
     from models.registry import client, list_versions, promote
 
     corpus_dir = Path(corpus_dir)
@@ -87,12 +94,16 @@ def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) 
         challenger = max(versions, key=lambda r: ("challenger" in r["aliases"], r["version"]))["version"]
         promote(settings, name, str(challenger), alias)
         _say(f"promoted version {challenger} to @{alias} (was {champion}); uploading again ...")
-        deadline = time.monotonic() + timeout_s
-        swapped = []
-        while time.monotonic() < deadline and not swapped:
+
+        def scored_by_challenger() -> list[dict]:
             again = _send(bootstrap, topic, photos[:5], f"swap{int(time.time())}-")
             got, _ = _wait_records(settings, bootstrap, set(again), 60)
-            swapped = [s for s in got if s["model_version"] == challenger]
+            return [s for s in got if s["model_version"] == challenger]
+
+        try:
+            swapped = wait_until(scored_by_challenger, timeout_s, 0, what=f"scores by version {challenger}")
+        except WaitTimeout:
+            swapped = []
         for s in swapped[:5]:
             _say(f"  {Path(s['photo_id']).name:<24} score={s['score']:.4f} model={s['model_name']}/{s['model_version']}")
         summary.update(swapped_to=challenger if swapped else None, previous=champion)

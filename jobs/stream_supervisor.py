@@ -90,7 +90,7 @@ def registry_url_for_job(settings: Settings) -> str:
     probe = subprocess.run([str(flink_python(settings)), "-c", "import sqlalchemy, alembic"], capture_output=True)
     if probe.returncode == 0 and uri.startswith("sqlite:"):
         return uri  # the Flink environment can open the SQL store itself (single machine)
-    from jobs.broker import free_port, pid_alive, port_open, read_pid, start_process
+    from jobs.supervise import free_port, pid_alive, port_open, read_pid, start_process
 
     d = stream_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,9 @@ def start_stream(settings: Settings, restore: bool = True, wait_s: float = 120.0
 
     Returns {"mode", "pid" | "job_id", "log", "restore"}. Idempotent for the mini-cluster.
     """
-    from jobs.broker import bootstrap_servers, kafka_metadata, pid_alive, read_pid, start_process
+    from jobs.broker import bootstrap_servers
+    from jobs.kafka_admin import kafka_metadata
+    from jobs.supervise import pid_alive, read_pid, start_process
 
     d = stream_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,7 @@ def start_stream(settings: Settings, restore: bool = True, wait_s: float = 120.0
 
 def stop_stream(settings: Settings, stop_registry: bool = True) -> bool:
     """Stop the job (and the local registry server it used). Checkpoints are kept for the next start."""
-    from jobs.broker import stop_process
+    from jobs.supervise import stop_process
 
     d = stream_dir(settings)
     if d.is_dir():
@@ -221,7 +223,7 @@ def stop_stream(settings: Settings, stop_registry: bool = True) -> bool:
 
 def stream_status(settings: Settings) -> dict:
     """{"running": bool, "mode", "pid"/"job_id", "state", "checkpoint", "log"}."""
-    from jobs.broker import pid_alive, read_pid
+    from jobs.supervise import pid_alive, read_pid
 
     d = stream_dir(settings)
     status: dict = {"log": str(d / "job.log")}

@@ -9,10 +9,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +19,8 @@ import pytest
 from _models_fixtures import write_frames
 from jobs.config import load_settings
 from jobs.spark_session import spark_env, spark_submit_command
+from jobs.supervise import WaitTimeout, free_port, wait_until
+from udfs.errors import PhotoscoreError
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_PHOTOS = 14  # corpus photos copied into the Spark corpus (plus every broken file and one duplicate)
@@ -102,10 +102,11 @@ def kill_when(script: str, args: list[str], home: Path, ready, timeout: float = 
     cmd = spark_submit_command(home_config(home).spark, script, args, master="local[2]")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and proc.poll() is None and not ready():
-            time.sleep(0.2)
+        # A job that ends first stops the wait too (the assertion below says so); past the timeout
+        # the job is killed wherever it is.
+        with suppress(WaitTimeout):
+            wait_until(lambda: proc.poll() is not None or ready(), timeout, 0.2, what=f"{script} to be ready to kill")
         killed_running = proc.poll() is None
     finally:
         if proc.poll() is None:
@@ -113,12 +114,6 @@ def kill_when(script: str, args: list[str], home: Path, ready, timeout: float = 
         proc.wait()
     assert killed_running, "the job ended before it could be killed mid-run"
     return proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -143,11 +138,11 @@ def standalone_cluster(workdir: Path):
              "--cores", "2", "--memory", "2g", url], env=env, stdout=open(workdir / "worker.log", "w"),
             stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(worker)
-        deadline = time.monotonic() + 120
-        while "Successfully registered with master" not in (workdir / "worker.log").read_text():
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise RuntimeError("standalone worker did not register:\n" + (workdir / "worker.log").read_text()[-3000:])
-            time.sleep(0.5)
+        try:
+            wait_until(lambda: "Successfully registered with master" in (workdir / "worker.log").read_text(),
+                       120, 0.5, what="the standalone worker to register", watch=worker)
+        except PhotoscoreError as exc:
+            raise RuntimeError(f"{exc}:\n" + (workdir / "worker.log").read_text()[-3000:]) from None
         yield url
     finally:
         for proc in reversed(procs):

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,8 @@ _SHARED: dict = {}
 def stream_registry(model_data, tmp_path_factory):
     """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store at the
     URI `registry_url_for_job` gives the job (a local server, if any, is stopped at session end)."""
-    from jobs.broker import stop_process
     from jobs.stream_supervisor import registry_url_for_job, stream_dir
+    from jobs.supervise import stop_process
     from models.registry import log_and_register, promote
 
     key = id(tmp_path_factory)
@@ -60,7 +59,8 @@ def stream_config(home: Path, registry: dict, *overrides: str):
 @contextlib.contextmanager
 def running_broker(config, mode: str):
     """The embedded broker in `mode` with the topics configured; always stopped."""
-    from jobs.broker import configure_topics, start_broker, stop_broker, topic_specs
+    from jobs.broker import start_broker, stop_broker
+    from jobs.kafka_admin import configure_topics, topic_specs
 
     try:
         state = start_broker(config, mode=mode)
@@ -83,17 +83,13 @@ def running_stream(config):
 
 def kill_job(config) -> None:
     """SIGKILL the job's whole process group (client, JVM mini-cluster, Python workers): a crash."""
-    from jobs.broker import pid_alive, read_pid
+    from jobs.supervise import pid_alive, read_pid, wait_until
 
     pid_path = config.home / "stream" / "job.pid"
     pid = read_pid(pid_path)
     assert pid and pid_alive(pid), "the job is not running"
     os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
+    wait_until(lambda: not pid_alive(pid), 10, 0.1, what=f"the killed job (pid {pid}) to end")
     pid_path.unlink(missing_ok=True)
 
 
@@ -102,20 +98,23 @@ def collect(config, bootstrap: str, refs: set[str], timeout_s: float = 240.0,
     """Read photos.scores and photos.dlq until every upload ref in `refs` has a record (or time out).
 
     Returns (scores, dlq) - all records, duplicates included."""
-    from jobs.commands.tail import read_topic
+    from jobs.supervise import WaitTimeout, wait_until
+    from jobs.topic_io import read_topic
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    seen: set[str] = set()
+
+    def records() -> tuple[list[dict], list[dict]] | None:
         scores = [json.loads(v) for _, _, v in read_topic(bootstrap, config.kafka.topics.scores, idle_s=1.0)]
         dlq = [json.loads(v) for _, _, v in read_topic(bootstrap, config.kafka.topics.dlq, idle_s=1.0)]
-        seen = {s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq}
-        if refs <= seen:
-            return scores, dlq
-        if time.monotonic() > deadline:
-            tail = job_log.read_text()[-3000:] if job_log and job_log.is_file() else ""
-            raise AssertionError(f"{len(refs - seen)} of {len(refs)} uploads have no record after "
-                                 f"{timeout_s:.0f} s, e.g. {sorted(refs - seen)[:5]}\n{tail}")
-        time.sleep(1.0)
+        seen.update({s["upload_ref"] for s in scores} | {d["source_ref"] for d in dlq})
+        return (scores, dlq) if refs <= seen else None
+
+    try:
+        return wait_until(records, timeout_s, 1.0, what=f"records of {len(refs)} uploads")
+    except WaitTimeout as exc:
+        tail = job_log.read_text()[-3000:] if job_log and job_log.is_file() else ""
+        raise AssertionError(f"{len(refs - seen)} of {len(refs)} uploads have no record ({exc}), "
+                             f"e.g. {sorted(refs - seen)[:5]}\n{tail}") from None
 
 
 def produce(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> list[str]:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs.broker import (FETCH_WAIT_MS, broker_kind, broker_status, configure_topics, fetch_wait_ms, kafka_metadata,
-                         pid_alive, start_broker, stop_broker, topic_specs)
-from jobs.commands.tail import read_topic
+from jobs.broker import FETCH_WAIT_MS, broker_kind, broker_status, fetch_wait_ms, start_broker, stop_broker
 from jobs.config import ConfigError, load_settings
+from jobs.kafka_admin import configure_topics, kafka_metadata, topic_specs
+from jobs.supervise import free_port, pid_alive, read_pid
+from jobs.topic_io import read_topic
 from udfs.errors import PhotoscoreError
 from udfs.features import content_sha256
 
@@ -86,7 +87,7 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
 def test_configure_topics_fails_clearly_without_a_broker(tmp_path):
     out = _script(tmp_path / "nohome")
     assert out.returncode != 0 and "no broker" in out.stderr
-    port = __import__("jobs.broker", fromlist=["free_port"]).free_port()
+    port = free_port()
     out = _script(tmp_path / "nohome", PHOTOSCORE_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
     assert out.returncode != 0 and f"127.0.0.1:{port}" in out.stderr
 
@@ -135,8 +136,6 @@ def test_durable_consumers_read_a_partition_of_many_single_record_batches(tmp_pa
     consumer still reads the whole partition and then its newest record."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from jobs.commands.tail import read_topic
-
     config = load_settings([f"home={tmp_path / 'home'}"], env={})
     n_batches, producers = 1200, 4
     try:
@@ -181,7 +180,6 @@ def test_job_registry_falls_back_to_a_supervised_mlflow_server_over_the_same_sto
     local MLflow server over that store, reused while it runs and stopped with the stream."""
     from mlflow import MlflowClient
 
-    from jobs.broker import read_pid
     from jobs.stream_supervisor import registry_url_for_job, stop_stream, stream_dir
 
     bare = tmp_path / "bare-python"

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import yaml
 
 from _stream_fixtures import collect, produce, running_broker, stream_config, stream_registry  # noqa: F401
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
-from jobs.broker import free_port
-from jobs.commands.upload import file_upload
+from jobs.supervise import WaitTimeout, free_port, wait_until
+from jobs.topic_io import file_upload
 from udfs.messages import encode_upload
 
 pytestmark = pytest.mark.integration
@@ -29,6 +28,15 @@ def _flink_home() -> Path:
                           "import pyflink, os; print(os.path.dirname(pyflink.__file__))"],
                          capture_output=True, text=True, check=True)
     return Path(out.stdout.strip())
+
+
+def _taskmanagers(rest_port: int) -> int:
+    """TaskManagers registered with the session cluster's JobManager (0 while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/overview", timeout=3) as resp:
+            return int(json.loads(resp.read()).get("taskmanagers", 0))
+    except OSError:
+        return 0
 
 
 @pytest.fixture
@@ -62,18 +70,11 @@ def session_cluster(tmp_path, monkeypatch):
     try:
         subprocess.run(["bash", str(scripts / "jobmanager.sh"), "start"], env=env, check=True, capture_output=True)
         subprocess.run(["bash", str(scripts / "taskmanager.sh"), "start"], env=env, check=True, capture_output=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{rest}/overview", timeout=3) as resp:
-                    if json.loads(resp.read()).get("taskmanagers", 0) >= 1:
-                        break
-            except OSError:
-                pass
-            time.sleep(1)
-        else:
+        try:
+            wait_until(lambda: _taskmanagers(rest) >= 1, 180, 1.0, what="the session cluster to come up")
+        except WaitTimeout as exc:
             logs = "\n".join(p.read_text()[-2000:] for p in (tmp_path / "flink-log").glob("*.log"))
-            raise AssertionError(f"the session cluster did not come up in 180 s\n{logs}")
+            raise AssertionError(f"{exc}\n{logs}") from None
         yield f"127.0.0.1:{rest}"
     finally:
         subprocess.run(["bash", str(scripts / "taskmanager.sh"), "stop"], env=env, capture_output=True)

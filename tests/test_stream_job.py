@@ -4,6 +4,7 @@ a crash restores from the checkpoint; a durable broker restart loses nothing; an
 picked up without a restart."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -14,7 +15,8 @@ import pytest
 from _stream_fixtures import (MODEL, collect, kill_job, produce, running_broker, running_stream,  # noqa: F401
                               stream_config, stream_registry)
 from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
-from jobs.commands.upload import file_upload
+from jobs.supervise import wait_until
+from jobs.topic_io import file_upload
 from udfs.features import content_sha256
 from udfs.messages import encode_upload
 from udfs.quarantine import REASON_CODES
@@ -113,16 +115,16 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         # 3. Hot swap: promote v2; later uploads are scored by v2 without a restart.
         promote(stream_registry["config"], MODEL, str(stream_registry["v2"]), "champion")
         try:
-            deadline, probe_i, swapped_at = time.monotonic() + 90, 0, None
-            while swapped_at is None and time.monotonic() < deadline:
-                p = photos[40 + probe_i % 30]
-                (ref,) = produce(bootstrap, topic, [(f"s{probe_i}", encode_upload(f"s{probe_i}", Path(p).as_uri()))])
-                probe_i += 1
+            probes = itertools.count()
+
+            def probe_scored_by_v2() -> bool:
+                i = next(probes)
+                p = photos[40 + i % 30]
+                (ref,) = produce(bootstrap, topic, [(f"s{i}", encode_upload(f"s{i}", Path(p).as_uri()))])
                 scores, _ = collect(config, bootstrap, {ref}, job_log=log)
-                rec = next(s for s in scores if s["upload_ref"] == ref)
-                if rec["model_version"] == stream_registry["v2"]:
-                    swapped_at = ref
-            assert swapped_at, "the job never picked up the new champion"
+                return next(s for s in scores if s["upload_ref"] == ref)["model_version"] == stream_registry["v2"]
+
+            wait_until(probe_scored_by_v2, 90, 0, what="the job to pick up the new champion")
             # Each parallel Score subtask polls the alias on its own: all have swapped within one
             # poll interval of the first.
             time.sleep(2 * config.flink.model_poll_interval_ms / 1000)
@@ -156,5 +158,5 @@ def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus
         assert not dlq
         assert {s["upload_ref"] for s in scores} == set(before) | set(after)
         # Messages from before the restart are still in the (durable) topic.
-        from jobs.commands.tail import read_topic
+        from jobs.topic_io import read_topic
         assert len(list(read_topic(bootstrap, topic, idle_s=1.0))) >= 60

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 
 def register(subparsers) -> None:
@@ -14,41 +13,9 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, follow: bool = False,
-               fetch_wait_ms: int = 500):
-    """Yield (partition, offset, value bytes) of every record from the beginning of `topic`.
-
-    No consumer group: every partition is assigned and read from its earliest offset, so tailing
-    never moves anyone's committed offsets (and does not rely on ListOffsets(latest)).
-    `fetch_wait_ms` is the consumer's fetch.max.wait.ms: `jobs.broker.fetch_wait_ms(settings)` gives
-    the broker's (too short a wait on the durable Tansu broker returns nothing at all).
-    """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             fetch_max_wait_ms=fetch_wait_ms, client_id="photoscore-tail")
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            return
-        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
-        consumer.seek_to_beginning()
-        seen, last = 0, time.monotonic()
-        while follow or time.monotonic() - last < idle_s:
-            batch = consumer.poll(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    last = time.monotonic()
-                    yield r.partition, r.offset, r.value
-                    seen += 1
-                    if limit and seen >= limit:
-                        return
-    finally:
-        consumer.close()
-
-
 def run(args, settings) -> int:
     from jobs.broker import bootstrap_servers, fetch_wait_ms
+    from jobs.topic_io import read_topic
 
     topic = getattr(settings.kafka.topics, args.topic)
     n = 0
