@@ -12,7 +12,7 @@ from datetime import datetime
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, Param, task
 
-from jobs.orchestration import (JOBS_DIR, RUN_ID_ARGS, backfill_run_id, dag_settings, default_args,
+from jobs.orchestration import (JOBS_DIR, SCORES_PREFIX_ARGS, backfill_prefix, dag_settings, default_args,
                                 reconcile_task, schedule, tables_asset_uri)
 from jobs.spark_session import submit_conf
 
@@ -28,7 +28,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=default_args(settings),
-    user_defined_macros={"backfill_run_id": backfill_run_id},
+    user_defined_macros={"backfill_prefix": backfill_prefix},
     params={
         "input": Param(settings.storage.photo_roots, type="array", items={"type": "string"},
                        description="photo directories or manifests (.parquet/.csv/.txt) to backfill"),
@@ -43,11 +43,16 @@ with DAG(
 ) as dag:
 
     @task
-    def feature_inputs(params=None) -> list[list[str]]:
-        """One spark-submit argument list per input (none configured: no feature backfill)."""
+    def feature_inputs(params=None, run_id=None) -> list[list[str]]:
+        """One spark-submit argument list per input; none configured skips the run."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         if not params["input"]:
-            print("no photo roots configured (storage.photo_roots or the `input` param): nothing to feature")
-        return [["--input", source, "--tables", params["tables"], *RUN_ID_ARGS] for source in params["input"]]
+            raise AirflowSkipException("no photo roots configured (storage.photo_roots or the `input` "
+                                       "param): nothing to backfill")
+        return [["--input", source, "--tables", params["tables"],
+                 "--run-prefix", backfill_prefix(run_id, f"features-{index}")]
+                for index, source in enumerate(params["input"])]
 
     features = SparkSubmitOperator.partial(
         task_id="backfill_features", application=str(JOBS_DIR / "backfill_features.py"),
@@ -58,9 +63,9 @@ with DAG(
     scores = SparkSubmitOperator(
         task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"),
         name="photoscore-backfill-scores", conn_id=settings.airflow.spark_conn_id,
-        conf=submit_conf(settings.spark), trigger_rule="none_failed",
+        conf=submit_conf(settings.spark),
         application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
-                          "--tables", "{{ params.tables }}", *RUN_ID_ARGS],
+                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
     )
 
     reconcile = reconcile_task(settings, outlets=[FEATURES, SCORES])

@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, Param
 
-from jobs.orchestration import (JOBS_DIR, RUN_ID_ARGS, backfill_run_id, champion_asset_uri, dag_settings,
+from jobs.orchestration import (JOBS_DIR, SCORES_PREFIX_ARGS, backfill_prefix, champion_asset_uri, dag_settings,
                                 default_args, reconcile_task, tables_asset_uri)
 from jobs.spark_session import submit_conf
 
@@ -23,7 +23,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=default_args(settings),
-    user_defined_macros={"backfill_run_id": backfill_run_id},
+    user_defined_macros={"backfill_prefix": backfill_prefix},
     params={
         "tables": Param(settings.resolve(settings.storage.tables), type="string", minLength=1,
                         description="the table root"),
@@ -38,6 +38,6 @@ with DAG(
         task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"),
         name="photoscore-rescore", conn_id=settings.airflow.spark_conn_id, conf=submit_conf(settings.spark),
         application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
-                          "--tables", "{{ params.tables }}", *RUN_ID_ARGS],
+                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
     )
     scores >> reconcile_task(settings, outlets=[SCORES], no_decodes=True)

@@ -19,11 +19,10 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.broker import free_port, pid_alive, port_open, read_pid, start_process, stop_process
+from jobs.supervise import free_port, http_ok, pid_alive, read_pid, start_process, stop_process, wait_until
 from udfs.errors import PhotoscoreError
 from udfs.settings import Settings
 
@@ -154,28 +153,19 @@ def airflow_up(settings: Settings, wait_s: float = 240.0) -> dict:
         if not pid_alive(read_pid(pid_path)):
             pid_path.parent.mkdir(parents=True, exist_ok=True)
             start_process([airflow_bin(), *args], home / "logs" / f"{name}.log", pid_path, env=env, cwd=home)
-    port = api_port(settings)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        dead = [name for name in COMPONENTS if not pid_alive(read_pid(_pid_path(settings, name)))]
-        if dead:
-            raise PhotoscoreError(f"Airflow's {', '.join(dead)} exited; see {home / 'logs'}")
-        if port_open("127.0.0.1", port) and _healthy(port):
-            return airflow_status(settings)
-        time.sleep(1.0)
-    raise PhotoscoreError(f"Airflow's API server did not answer on 127.0.0.1:{port} in {wait_s:.0f} s; "
-                          f"see {home / 'logs' / 'api-server.log'}")
+    def dead() -> list[str]:
+        gone = [name for name in COMPONENTS if not pid_alive(read_pid(_pid_path(settings, name)))]
+        if gone:
+            raise PhotoscoreError(f"Airflow's {', '.join(gone)} exited; see {home / 'logs'}")
+        return gone
+
+    wait_until(lambda: _healthy(settings), wait_s, 1.0, what="Airflow's API server", on_poll=dead,
+               hint=f"see {home / 'logs' / 'api-server.log'}")
+    return airflow_status(settings)
 
 
-def _healthy(port: int) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=3) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+def _healthy(settings: Settings) -> bool:
+    return http_ok(f"http://127.0.0.1:{api_port(settings)}/api/v2/monitor/health")
 
 
 def airflow_down(settings: Settings) -> list[str]:
@@ -194,7 +184,7 @@ def airflow_status(settings: Settings) -> dict:
     for name in COMPONENTS:
         pid = read_pid(_pid_path(settings, name))
         status[name] = pid if pid_alive(pid) else None
-    status["running"] = all(status[name] for name in COMPONENTS) and _healthy(port)
+    status["running"] = all(status[name] for name in COMPONENTS) and _healthy(settings)
     status["url"] = f"http://127.0.0.1:{port}"
     status["user"] = ADMIN
     status["password"] = admin_password(settings)

@@ -244,8 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables", default=None, metavar="ROOT",
                         help="table root (default: config storage.tables)")
     parser.add_argument("--glob", default=None, help="file-name filter for directories, e.g. '*.jpg'")
-    parser.add_argument("--run-id", default=None, type=run_id_arg,
-                        help="the run's id (default: time + random); an orchestrator names its runs")
+    parser.add_argument("--run-prefix", default=None, type=run_id_arg, metavar="PREFIX",
+                        help="start the run's id with PREFIX- (then time and random, as always): an "
+                             "orchestrator finds its runs' reports under TABLES/_runs by it")
     parser.add_argument("--input-kind", choices=("auto", "dir", "manifest"), default="auto",
                         help="auto: a .parquet/.csv/.txt/.lst path is a manifest, anything else a directory")
 
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.tables or settings.resolve(settings.storage.tables)
     spark = get_session(settings.spark, "photoscore-backfill-features")
     try:
-        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind, args.run_id)
+        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind,
+                                      new_run_id(args.run_prefix))
     except PhotoscoreError as exc:
         print(f"backfill features: {exc}", file=sys.stderr)
         return 1

@@ -229,8 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by spark-submit and `photoscore backfill scores`."""
     model_args.add_model_arguments(parser)
     parser.add_argument("--tables", default=None, metavar="ROOT", help="table root (default: config storage.tables)")
-    parser.add_argument("--run-id", default=None, type=run_id_arg,
-                        help="the run's id (default: time + random); an orchestrator names its runs")
+    parser.add_argument("--run-prefix", default=None, type=run_id_arg, metavar="PREFIX",
+                        help="start the run's id with PREFIX- (then time and random, as always): an "
+                             "orchestrator finds its runs' reports under TABLES/_runs by it")
     parser.add_argument("--force", action="store_true",
                         help="rescore identities already scored, replacing the version's rows atomically")
 
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_score_backfill(spark, settings, model_args.model_uri(args, settings),
                                     model_args.export_format(args, settings),
-                                    tables, args.force, args.run_id)
+                                    tables, args.force, new_run_id(args.run_prefix))
     except PhotoscoreError as exc:
         print(f"backfill scores: {exc}", file=sys.stderr)
         return 1

@@ -44,21 +44,19 @@ def run_prefix(dag_run_id: str) -> str:
     return "af-" + re.sub(r"[^A-Za-z0-9]+", "-", dag_run_id).strip("-")
 
 
-def backfill_run_id(dag_run_id: str, task_id: str, map_index: int, try_number: int) -> str:
-    """The run id of one task attempt's backfill: a retry is a new run, never a rewrite."""
-    index = "" if map_index is None or map_index < 0 else f"-{map_index}"
-    return f"{run_prefix(dag_run_id)}-{task_id.replace('_', '-')}{index}-t{try_number}"
+def backfill_prefix(dag_run_id: str, step: str) -> str:
+    """The `--run-prefix` of one backfill step of a DAG run (each attempt adds time + random)."""
+    return f"{run_prefix(dag_run_id)}-{step}"
 
 
 def latest_attempts(reports: list[dict]) -> list[dict]:
-    """One report per task (and map index): the last attempt's."""
-    latest: dict[str, tuple[int, dict]] = {}
+    """One report per step: the last attempt's (a retry is a new run, never a rewrite)."""
+    latest: dict[str, dict] = {}
     for report in reports:
-        key, _, attempt = report["run_id"].rpartition("-t")
-        number = int(attempt) if attempt.isdigit() else 0
-        if key not in latest or number > latest[key][0]:
-            latest[key] = (number, report)
-    return [report for _, report in sorted(latest.values(), key=lambda item: item[1]["run_id"])]
+        step = report["run_id"].rsplit("-", 2)[0]  # drop new_run_id's time and random parts
+        if step not in latest or report["run_id"] > latest[step]["run_id"]:
+            latest[step] = report
+    return sorted(latest.values(), key=lambda report: report["run_id"])
 
 
 def tables_asset_uri(settings: Settings, table: str) -> str:
@@ -81,9 +79,9 @@ def labels_asset_uri(settings: Settings) -> str:
     return f"photoscore://labels/{settings.mlflow.model_name}"
 
 
-# spark-submit arguments naming each attempt's run (rendered by Airflow: `backfill_run_id` is a
-# user macro of the DAGs that submit backfills).
-RUN_ID_ARGS = ["--run-id", "{{ backfill_run_id(run_id, ti.task_id, ti.map_index, ti.try_number) }}"]
+# spark-submit arguments naming a step's runs (rendered by Airflow: `backfill_prefix` is a user
+# macro of the DAGs that submit backfills).
+SCORES_PREFIX_ARGS = ["--run-prefix", "{{ backfill_prefix(run_id, 'scores') }}"]
 
 
 def reconcile_task(settings: Settings, outlets: list, no_decodes: bool = False):

@@ -58,21 +58,14 @@ def _top(reasons: dict[str, int], n: int = 3) -> str:
     return ", ".join(f"{reason} x{count}" for reason, count in ranked) or "none recorded"
 
 
-def check_report(tables: str, report: dict, max_quarantine_share: float) -> list[str]:
-    """The problems of one run's report (empty when it reconciles)."""
+def check_report(tables: str, report: dict) -> list[str]:
+    """The problems of one run's report (empty when its counts and committed rows agree)."""
     run = report["run_id"]
     problems = []
     if report["job"] == "features":
         if report["inputs"] != report["featured"] + report["quarantined"] + report["known"]:
             problems.append(f"{run}: inputs {report['inputs']} != featured {report['featured']} + "
                             f"quarantined {report['quarantined']} + known {report['known']}")
-        outcomes = report["outcomes"]
-        new_bad = outcomes["read_failed"] + outcomes["failed"]
-        new_inputs = outcomes["featured"] + new_bad
-        if new_inputs and new_bad / new_inputs > max_quarantine_share:
-            problems.append(f"{run}: {new_bad} of {new_inputs} new inputs quarantined "
-                            f"({new_bad / new_inputs:.0%} > {max_quarantine_share:.0%}); top reasons: "
-                            f"{_top(report['quarantine_reasons'])}")
         model = None
     else:
         if report["rows"] != report["scored"] + report["known"] + report["quarantined"]:
@@ -86,8 +79,25 @@ def check_report(tables: str, report: dict, max_quarantine_share: float) -> list
     return problems
 
 
+def quarantine_share(reports: list[dict]) -> tuple[int, int, dict[str, int]]:
+    """(new inputs quarantined, new inputs, reasons) over the feature runs: new inputs are those
+    neither featured nor quarantined by an earlier run."""
+    bad = total = 0
+    reasons: dict[str, int] = {}
+    for report in reports:
+        if report["job"] != "features":
+            continue
+        outcomes = report["outcomes"]
+        bad += outcomes["read_failed"] + outcomes["failed"]
+        total += outcomes["featured"] + outcomes["read_failed"] + outcomes["failed"]
+        for reason, count in report["quarantine_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    return bad, total, reasons
+
+
 def reconcile(tables: str, reports: list[dict], max_quarantine_share: float) -> Verdict:
-    """Check every report; the verdict's lines summarise each run for the log."""
+    """Check every report, and the quarantined share of the new inputs of them all; the verdict's
+    lines summarise each run for the log."""
     verdict = Verdict()
     for report in reports:
         if report["job"] == "features":
@@ -99,5 +109,12 @@ def reconcile(tables: str, reports: list[dict], max_quarantine_share: float) -> 
                 f"{report['run_id']}: {report['model_name']}/{report['model_version']} ({report['export_format']}) "
                 f"rows={report['rows']} scored={report['scored']} known={report['known']} "
                 f"quarantined={report['quarantined']} decoded={report['decoded']}")
-        verdict.problems += check_report(tables, report, max_quarantine_share)
+        verdict.problems += check_report(tables, report)
+    bad, total, reasons = quarantine_share(reports)
+    if total:
+        verdict.lines.append(f"new inputs: {total}, quarantined {bad} ({bad / total:.1%}); "
+                             f"reasons: {_top(reasons, len(reasons))}")
+        if bad / total > max_quarantine_share:
+            verdict.problems.append(f"{bad} of {total} new inputs quarantined ({bad / total:.0%} > "
+                                    f"{max_quarantine_share:.0%}); top reasons: {_top(reasons)}")
     return verdict

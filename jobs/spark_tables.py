@@ -52,19 +52,21 @@ def write_counted(frame, path: str, **metrics) -> dict[str, int]:
     return {name: int(value) for name, value in observation.get.items()}
 
 
-def new_run_id() -> str:
-    """Sortable, unique run id: UTC time then random hex (never parses as a number)."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+def new_run_id(prefix: str | None = None) -> str:
+    """Unique run id: `prefix-`, then UTC time and random hex (sortable within a prefix; never
+    parses as a number)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    return f"{prefix}-{stamp}" if prefix else stamp
 
 
 _RUN_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,199}$")
 
 
 def run_id_arg(value: str) -> str:
-    """A run id given on a command line: it names partition directories, so a safe name only."""
+    """A run id (prefix) given on a command line: it names partition directories, so a safe name."""
     if not _RUN_ID.match(value):
         raise argparse.ArgumentTypeError(
-            f"run id {value!r}: use a letter, then letters, digits, '_', '.' or '-' (at most 200)")
+            f"run id prefix {value!r}: use a letter, then letters, digits, '_', '.' or '-' (at most 200)")
     return value
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -90,7 +89,7 @@ def registry_url_for_job(settings: Settings) -> str:
     probe = subprocess.run([str(flink_python(settings)), "-c", "import sqlalchemy, alembic"], capture_output=True)
     if probe.returncode == 0 and uri.startswith("sqlite:"):
         return uri  # the Flink environment can open the SQL store itself (single machine)
-    from jobs.supervise import free_port, pid_alive, port_open, read_pid, start_process
+    from jobs.supervise import free_port, http_ok, pid_alive, read_pid, start_process, wait_until
 
     d = stream_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
@@ -103,20 +102,12 @@ def registry_url_for_job(settings: Settings) -> str:
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     pid = start_process([mlflow_bin, "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
                          "--port", str(port), "--workers", "1"], d / "registry.log", pid_path)
-    deadline = time.monotonic() + 90
     url = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise PhotoscoreError(f"the MLflow registry server exited; see {d / 'registry.log'}")
-        if port_open("127.0.0.1", port):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                url_path.write_text(url + "\n")
-                return url
-            except (urllib.error.URLError, OSError):
-                pass
-        time.sleep(0.3)
-    raise PhotoscoreError(f"the MLflow registry server did not answer in 90 s; see {d / 'registry.log'}")
+    # Its start imports all of MLflow's server: ~20 s idle here, minutes on a loaded 2-core machine.
+    wait_until(lambda: http_ok(f"{url}/health"), 240, 0.3, what=f"the MLflow registry server at {url}",
+               watch=pid, hint=f"see {d / 'registry.log'}")
+    url_path.write_text(url + "\n")
+    return url
 
 
 def job_settings(settings: Settings, bootstrap: str, tracking_uri: str) -> Settings:

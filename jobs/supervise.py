@@ -232,3 +232,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def http_ok(url: str, timeout: float = 3.0) -> bool:
+    """True when GET `url` answers 200 (a health endpoint); False on any error or other status."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
