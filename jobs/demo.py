@@ -3,6 +3,7 @@ person would type (`photoscore corpus`, `photoscore features`, ...)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== 8. Stream: broker, topics, the PyFlink job; upload the corpus, watch scores and "
           "dead letters arrive, promote the challenger and see the version change", flush=True)
     run_stream_demo(load_settings(), corpus)
+
+    lifecycle = {"features": str(features_dir / "features.parquet"), "labels": str(corpus / "labels.parquet"),
+                 "model_types": ["lightgbm"], "approve": True}
+    step("9. Airflow: the model lifecycle DAG (train, gate, compare with the champion on the held-out "
+         "split, approve by param), run end to end with `airflow dags test`",
+         ["airflow", "test", "photoscore_model_lifecycle", "--conf", json.dumps(lifecycle)])
+    backfill = {"input": [str(corpus / "photos")], "tables": str(args.dir / "tables"), "model":
+                f"models:/{MODEL_NAME}@champion", "format": "m2cgen-java"}
+    step("10. Airflow: the backfill DAG over the same photos (nothing new: nothing is decoded), then reconcile",
+         ["airflow", "test", "photoscore_backfill", "--conf", json.dumps(backfill)])
+    print("\nThe same DAGs on a real scheduler: `photoscore airflow up`, then open the printed URL "
+          "(user admin, password printed); `photoscore airflow down` stops it.", flush=True)
     return 0
 
 

@@ -1,0 +1,33 @@
+"""Run in a subprocess with the embedded Airflow's environment: parse airflow_dags/ with Airflow's
+own DagBag and print what the tests check, as JSON."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+started = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    bag = DagBag(dag_folder=sys.argv[1])
+dags = {}
+for dag_id in bag.dag_ids:
+    dag = bag.dags[dag_id]
+    dags[dag_id] = {
+        "timetable": type(dag.timetable).__name__,
+        "catchup": dag.catchup,
+        "params": {key: dag.params.get_param(key).schema for key in dag.params},
+        "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "retries": t.retries,
+                              "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                              "backoff": t.retry_exponential_backoff,
+                              "type": getattr(t, "operator_name", None) or type(t).__name__}
+                  for t in dag.tasks},
+    }
+stats = {s.file.rsplit("/", 1)[-1]: s.duration.total_seconds() if hasattr(s.duration, "total_seconds")
+         else float(s.duration) for s in bag.dagbag_stats}
+print(json.dumps({"errors": bag.import_errors, "warnings": [str(w.message) for w in caught]
+                  + [str(w) for ws in getattr(bag, "captured_warnings", {}).values() for w in ws],
+                  "dags": dags, "parse_s": stats, "total_s": time.perf_counter() - started}))
