@@ -37,7 +37,7 @@ def run_spark_demo(settings: Settings, corpus_dir: Path | str, tables: Path | st
                    model_uri: str | None = None, export_format: str = "m2cgen-java") -> None:
     """Backfill features of `corpus_dir/photos` and scores (JVM-native path by default) into
     `tables`, then print the 10 photos most likely to be low quality via Spark SQL."""
-    from jobs.commands.sql import run_sql
+    from jobs.spark_tables import run_sql
     from jobs.spark_session import get_session
 
     corpus_dir, tables = Path(corpus_dir), str(tables)

@@ -239,3 +239,9 @@ def register_views(spark, root: str) -> list[str]:
         "s.feature_version, s.scored_at_ms FROM photos p JOIN scores s ON p.content_sha256 = s.content_sha256"
     ).createOrReplaceTempView("photo_scores")
     return [*frames, "photo_scores"]
+
+
+def run_sql(spark, tables: str, query: str):
+    """The query's DataFrame, with the table views registered over `tables`."""
+    register_views(spark, tables)
+    return spark.sql(query)

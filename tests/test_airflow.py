@@ -155,7 +155,8 @@ def test_backfill_dag_then_the_real_scheduler(airflow_home, photos, training_dat
     assert outcome.state == "success", outcome.states
     reports = read_reports(tables, "af-")
     features = [r for r in reports if r["job"] == "features"]
-    assert sum(r["featured"] for r in features) == 12  # 13 files, one a byte-identical copy
+    assert sum(r["featured"] for r in features) == 13  # 13 files, one a byte-identical copy:
+    assert len(pd.read_parquet(Path(tables) / "features")) == 12  # features once per content
     assert sum(r["quarantined"] for r in features) == len(list(Path(photos[1]).iterdir()))
     scored = pd.read_parquet(Path(tables) / "scores")
     assert scored["content_sha256"].nunique() == len(scored) == 12

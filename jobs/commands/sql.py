@@ -18,14 +18,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def run_sql(spark, tables: str, query: str):
-    """The query's DataFrame, with the table views registered over `tables`."""
-    from jobs.spark_tables import register_views
-
-    register_views(spark, tables)
-    return spark.sql(query)
-
-
 def run(args, settings) -> int:
     import logging
 
@@ -34,6 +26,7 @@ def run(args, settings) -> int:
     from pyspark.errors import PySparkException
 
     from jobs.spark_session import get_session
+    from jobs.spark_tables import run_sql
     from udfs.errors import PhotoscoreError
 
     tables = args.tables or settings.resolve(settings.storage.tables)

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 def run(args, settings) -> int:
     from jobs.broker import bootstrap_servers
-    from jobs.commands.features import list_inputs
+    from jobs.local_features import list_inputs
     from jobs.topic_io import upload_files
 
     bootstrap = bootstrap_servers(settings)
