@@ -105,14 +105,6 @@ def spark_submit_command(spark_settings: SparkSettings, script: str, job_args: l
     return cmd + [str(JOBS_DIR / script), *job_args]
 
 
-def config_overrides_args(overrides: list[str]) -> list[str]:
-    """`--set` flags to hand the CLI's own overrides on to the submitted job."""
-    out: list[str] = []
-    for item in overrides:
-        out += ["--set", item]
-    return out
-
-
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
