@@ -38,8 +38,6 @@ cut into subtree methods.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +46,11 @@ from m2cgen.interpreters import JavaInterpreter
 
 from codegen.assemble import Decomposed, count_nodes, sum_ast
 from codegen.c_backend import BLOCK_ROWS, FlatForest, split_forest
+from udfs.bundle import JAR, JAVA_DIR
 from udfs.errors import PhotoscoreError
-from udfs.scorers.m2cgen_java import java_tool
+from udfs.toolchain import java_jar, source_text
 
 PACKAGE = "photoscore.generated"
-JAVA_DIR = "java"
-JAR = "score.jar"
-ENTRY_CLASS = f"{PACKAGE}.Score"
 # AST nodes per class: each tree node costs about one double constant (two pool entries).
 NODES_PER_CLASS = 12000
 # AST nodes per method: about 4 bytecode bytes a node (measured: 12 depth-8 XGBoost trees, 10 897
@@ -70,51 +66,6 @@ ROW_LANES = 8
 # stay far below the 65535-entry limit; each tree's data is one method of about 12 KB.
 TREES_PER_CLASS = 20
 
-_HARNESS = """package photoscore.generated;
-
-import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.file.Files;
-import java.nio.file.Paths;
-
-/** Batch scorer for parity checks: little-endian row-major n x d matrix in, n float64 out. */
-public final class ScoreHarness {
-    private ScoreHarness() {}
-
-    public static void main(String[] args) throws IOException {
-        if (args.length != 5) {
-            System.err.println("usage: ScoreHarness <in.bin> <n> <d> <float32|float64> <out.bin>");
-            System.exit(2);
-        }
-        int n = Integer.parseInt(args[1]);
-        int d = Integer.parseInt(args[2]);
-        boolean f32 = args[3].equals("float32");
-        if (d != Score.N_FEATURES) {
-            System.err.println("matrix has " + d + " columns, the model expects " + Score.N_FEATURES);
-            System.exit(2);
-        }
-        ByteBuffer in = ByteBuffer.wrap(Files.readAllBytes(Paths.get(args[0]))).order(ByteOrder.LITTLE_ENDIAN);
-        ByteBuffer out = ByteBuffer.allocate(8 * n).order(ByteOrder.LITTLE_ENDIAN);
-        if (f32) {
-            float[] x = new float[n * d];
-            in.asFloatBuffer().get(x);
-            double[] scores = new double[n];
-            Score.scoreBlock(x, n, scores);
-            out.asDoubleBuffer().put(scores);
-        } else {
-            double[] row = new double[d];
-            for (int r = 0; r < n; r++) {
-                for (int j = 0; j < d; j++) {
-                    row[j] = in.getDouble();
-                }
-                out.putDouble(Score.score(row));
-            }
-        }
-        Files.write(Paths.get(args[4]), out.array());
-    }
-}
-"""
 
 
 class _MethodsInterpreter(JavaInterpreter):
@@ -237,7 +188,7 @@ def _forest_part(k: int, forest: FlatForest, trees: range) -> str:
 
     Array data in Java source compiles to one store per element; one method per tree keeps each
     method far below 64 KB and the class's constant pool below its limit. Each leaf goes through a
-    named local (`varJ = <leaf>;`) so a reader (and codegen.perturb_leaf) finds leaf J of a tree.
+    named local (`varJ = <leaf>;`) so a reader (and the tests' perturb_leaf) finds leaf J of a tree.
     """
     n_int, n_leaf = forest.feat.shape[1], forest.leaf.shape[1]
     feat_t, leaf_t = _array_types(forest)
@@ -418,24 +369,20 @@ def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path
         sources["Score.java"] = _score_class(f"new double[] {{ {total} }}", n_features, header, block_sums=False)
     sources["ScoreLink.java"] = _MethodsInterpreter(
         class_name="ScoreLink", function_name="apply", feature_array_name="margin").interpret(decomposed.link_ast)
-    sources["ScoreHarness.java"] = _HARNESS
+    sources["ScoreHarness.java"] = source_text("codegen", "java/ScoreHarness.java")
     for name, text in sources.items():
         (out_dir / name).write_text(text)
     return [f"{JAVA_DIR}/{name}" for name in sorted(sources)]
 
 
 def build_java(bundle_dir: Path) -> str:
-    """Compile `bundle_dir/java/*.java` with `javac --release 17` into `bundle_dir/score.jar`."""
+    """Compile `bundle_dir/java/*.java` (javac --release 17) into `bundle_dir/score.jar`; returns its name."""
     bundle_dir = Path(bundle_dir)
     sources = sorted((bundle_dir / JAVA_DIR).glob("*.java"))
     if not sources:
-        raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; run generate_exports first")
-    with tempfile.TemporaryDirectory() as classes:
-        for cmd, what in (
-            ([java_tool("javac"), "--release", "17", "-J-Xss16m", "-d", classes, *map(str, sources)], "javac"),
-            ([java_tool("jar"), "cf", str(bundle_dir / JAR), "-C", classes, "."], "jar"),
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise PhotoscoreError(f"{what} failed for {bundle_dir}:\n{proc.stderr[-4000:]}")
+        raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; export the Java code first")
+    pkg = PACKAGE.replace(".", "/")
+    jar = java_jar({f"{pkg}/{path.name}": path.read_text() for path in sources}, name="score",
+                   what=f"the Java export of {bundle_dir}", javac_flags=("-J-Xss16m",))
+    shutil.copyfile(jar, bundle_dir / JAR)
     return JAR

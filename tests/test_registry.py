@@ -11,7 +11,7 @@ from jobs.cli import main as cli
 from jobs.config import load_settings
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES
-from udfs.scorers import load_scorer
+from udfs.formats import load_scorer
 
 
 @pytest.mark.integration
