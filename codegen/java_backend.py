@@ -48,7 +48,7 @@ from codegen.assemble import Decomposed, count_nodes, sum_ast
 from codegen.c_backend import BLOCK_ROWS, FlatForest, split_forest
 from udfs.bundle import JAR, JAVA_DIR
 from udfs.errors import PhotoscoreError
-from udfs.toolchain import java_jar, source_text
+from udfs.toolchain import java_jar, render, source_text
 
 PACKAGE = "photoscore.generated"
 # AST nodes per class: each tree node costs about one double constant (two pool entries).
@@ -135,33 +135,8 @@ def _score_class(margins: str, n_features: int, header: str, block_sums: bool) -
     prelude = "        ScoreForest.sumBlock(x, n, out);\n" if block_sums else ""
     row_score = ("ScoreLink.apply(new double[] { out[r] + ScoreRest.score(input) })" if block_sums
                  else "score(input)")
-    return f"""package {PACKAGE};
-
-/** {header}
- *  Positive-class probability of one row; input in feature_schema.json order. */
-public final class Score {{
-    public static final int N_FEATURES = {n_features};
-
-    private Score() {{}}
-
-    public static double score(double[] input) {{
-        return ScoreLink.apply({margins});
-    }}
-
-    public static double score({params}) {{
-        return score(new double[] {{ {args} }});
-    }}
-
-    /** Positive-class probabilities of n rows: x row-major float32, N_FEATURES per row (C's ABI). */
-    public static void scoreBlock(float[] x, int n, double[] out) {{
-        double[] input = new double[N_FEATURES];
-{prelude}        for (int r = 0; r < n; r++) {{
-            for (int j = 0; j < N_FEATURES; j++) input[j] = x[r * N_FEATURES + j];
-            out[r] = {row_score};
-        }}
-    }}
-}}
-"""
+    return render("codegen", "java/Score.java.in", package=PACKAGE, header=header, n_features=n_features,
+                  margins=margins, params=params, args=args, prelude=prelude, row_score=row_score)
 
 
 def _java_double(v: float, suffix: str = "") -> str:
@@ -264,81 +239,10 @@ def _forest_class(forest: FlatForest, n_parts: int) -> str:
     op = "<=" if forest.less_equal else "<"
     feat_t, leaf_t = _array_types(forest)
     fills = "\n".join(f"        ScorePart{k}.fill(FEAT, THR, THR32, NAN_LEFT, LEAF);" for k in range(n_parts))
-    return f"""package {PACKAGE};
-
-/** Sum of the model's {n_trees} trees, laid out as perfect binary trees of depth {forest.depth} in heap
- *  order (children of node i: 2i+1 left, 2i+2 right); a row goes left when x[feat] {op} thr. */
-final class ScoreForest {{
-    static final int N_TREES = {n_trees};
-    static final int DEPTH = {forest.depth};
-    static final int NI = {n_int};
-    static final int NL = {n_int + 1};
-    static final int BLOCK = {BLOCK_ROWS};
-    private static final {feat_t}[] FEAT = new {feat_t}[N_TREES * NI];
-    private static final double[] THR = new double[N_TREES * NI];
-    private static final float[] THR32 = new float[N_TREES * NI];
-    private static final boolean[] NAN_LEFT = new boolean[N_TREES * NI];
-    private static final {leaf_t}[] LEAF = new {leaf_t}[N_TREES * NL];
-
-    static {{
-{fills}
-    }}
-
-    private ScoreForest() {{}}
-
-    /** Sum of all trees for one row, in tree order. */
-    static double sum(double[] x) {{
-        for (int j = 0; j < x.length; j++) {{
-            if (x[j] != x[j]) return sumNan(x);
-        }}
-        double s = 0.0;
-        int t = 0;
-{_tree_lane_walk(TREE_LANES, op)}
-{_tree_lane_walk(1, op)}
-        return s;
-    }}
-
-    /** Sums of all trees for n float32 rows (row-major, N_FEATURES each) into
-     *  acc[0..n): each tree walks a block of BLOCK rows, ROW_LANES at once, in tree order. */
-    static void sumBlock(float[] x, int n, double[] acc) {{
-        final int d = Score.N_FEATURES;
-        double[] row = new double[d];
-        for (int start = 0; start < n; start += BLOCK) {{
-            final int end = Math.min(n, start + BLOCK);
-            for (int r = start; r < end; r++) acc[r] = 0.0;
-            for (int t = 0; t < N_TREES; t++) {{
-                final int b = t * NI, l = t * NL - NI;
-                int r = start;
-{_row_lane_walk(ROW_LANES, op)}
-{_row_lane_walk(1, op)}
-            }}
-            for (int r = start; r < end; r++) {{
-                boolean nan = false;
-                for (int j = 0; j < d; j++) nan |= x[r * d + j] != x[r * d + j];
-                if (nan) {{
-                    for (int j = 0; j < d; j++) row[j] = x[r * d + j];
-                    acc[r] = sumNan(row);
-                }}
-            }}
-        }}
-    }}
-
-    /** The same for a row holding a NaN: each split sends NaN its own way (NAN_LEFT). */
-    private static double sumNan(double[] x) {{
-        double s = 0.0;
-        for (int t = 0; t < N_TREES; t++) {{
-            int b = t * NI, i = 0;
-            for (int k = 0; k < DEPTH; k++) {{
-                double v = x[FEAT[b + i]];
-                boolean left = v != v ? NAN_LEFT[b + i] : v {op} THR[b + i];
-                i = 2 * i + (left ? 1 : 2);
-            }}
-            s += LEAF[t * NL + i - NI];
-        }}
-        return s;
-    }}
-}}
-"""
+    return render("codegen", "java/ScoreForest.java.in", package=PACKAGE, n_trees=n_trees, depth=forest.depth,
+                  op=op, n_int=n_int, n_leaf=n_int + 1, block_rows=BLOCK_ROWS, feat_t=feat_t, leaf_t=leaf_t,
+                  fills=fills, tree_walk=_tree_lane_walk(TREE_LANES, op), tree_walk_1=_tree_lane_walk(1, op),
+                  row_walk=_row_lane_walk(ROW_LANES, op), row_walk_1=_row_lane_walk(1, op))
 
 
 def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path, header: str) -> list[str]:

@@ -36,7 +36,7 @@ def source_text(package: str, name: str) -> str:
     return source_path(package, name).read_text()
 
 
-def render(package: str, name: str, **values: object) -> str:
+def render(package: str, name: str, /, **values: object) -> str:
     """A source template shipped in `package` with its `${name}` placeholders filled in (every
     placeholder must be given: a missing one raises KeyError)."""
     return string.Template(source_text(package, name)).substitute({k: str(v) for k, v in values.items()})
