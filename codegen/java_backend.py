@@ -46,11 +46,10 @@ from m2cgen.interpreters import JavaInterpreter
 
 from codegen.assemble import Decomposed, count_nodes, sum_ast
 from codegen.c_backend import BLOCK_ROWS, FlatForest, split_forest
-from udfs.bundle import JAR, JAVA_DIR
+from udfs.bundle import JAR, JAVA_DIR, JAVA_PACKAGE
 from udfs.errors import PhotoscoreError
 from udfs.toolchain import java_jar, render, source_text
 
-PACKAGE = "photoscore.generated"
 # AST nodes per class: each tree node costs about one double constant (two pool entries).
 NODES_PER_CLASS = 12000
 # AST nodes per method: about 4 bytecode bytes a node (measured: 12 depth-8 XGBoost trees, 10 897
@@ -77,7 +76,7 @@ class _MethodsInterpreter(JavaInterpreter):
     """
 
     def __init__(self, **kwargs):
-        super().__init__(package_name=PACKAGE, **kwargs)
+        super().__init__(package_name=JAVA_PACKAGE, **kwargs)
         self.ast_size_per_subroutine_threshold = METHOD_AST_NODES
         self._root = None
 
@@ -135,7 +134,7 @@ def _score_class(margins: str, n_features: int, header: str, block_sums: bool) -
     prelude = "        ScoreForest.sumBlock(x, n, out);\n" if block_sums else ""
     row_score = ("ScoreLink.apply(new double[] { out[r] + ScoreRest.score(input) })" if block_sums
                  else "score(input)")
-    return render("codegen", "java/Score.java.in", package=PACKAGE, header=header, n_features=n_features,
+    return render("codegen", "java/Score.java.in", package=JAVA_PACKAGE, header=header, n_features=n_features,
                   margins=margins, params=params, args=args, prelude=prelude, row_score=row_score)
 
 
@@ -185,7 +184,7 @@ def _forest_part(k: int, forest: FlatForest, trees: range) -> str:
         methods.append("\n".join(lines))
         calls.append(f"        tree{t}(feat, thr, thr32, nanLeft, leaf);")
     body = "\n".join(calls)
-    return f"""package {PACKAGE};
+    return f"""package {JAVA_PACKAGE};
 
 /** Nodes and leaves of trees {trees.start}..{trees.stop - 1}, in ScoreForest's flat layout. */
 final class ScorePart{k} {{
@@ -239,7 +238,7 @@ def _forest_class(forest: FlatForest, n_parts: int) -> str:
     op = "<=" if forest.less_equal else "<"
     feat_t, leaf_t = _array_types(forest)
     fills = "\n".join(f"        ScorePart{k}.fill(FEAT, THR, THR32, NAN_LEFT, LEAF);" for k in range(n_parts))
-    return render("codegen", "java/ScoreForest.java.in", package=PACKAGE, n_trees=n_trees, depth=forest.depth,
+    return render("codegen", "java/ScoreForest.java.in", package=JAVA_PACKAGE, n_trees=n_trees, depth=forest.depth,
                   op=op, n_int=n_int, n_leaf=n_int + 1, block_rows=BLOCK_ROWS, feat_t=feat_t, leaf_t=leaf_t,
                   fills=fills, tree_walk=_tree_lane_walk(TREE_LANES, op), tree_walk_1=_tree_lane_walk(1, op),
                   row_walk=_row_lane_walk(ROW_LANES, op), row_walk_1=_row_lane_walk(1, op))
@@ -285,7 +284,7 @@ def build_java(bundle_dir: Path) -> str:
     sources = sorted((bundle_dir / JAVA_DIR).glob("*.java"))
     if not sources:
         raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; export the Java code first")
-    pkg = PACKAGE.replace(".", "/")
+    pkg = JAVA_PACKAGE.replace(".", "/")
     jar = java_jar({f"{pkg}/{path.name}": path.read_text() for path in sources}, name="score",
                    what=f"the Java export of {bundle_dir}", javac_flags=("-J-Xss16m",))
     shutil.copyfile(jar, bundle_dir / JAR)

@@ -38,6 +38,7 @@ ONNX_OUTPUT = "probability"
 PY_SOURCE = "score.py"
 JAVA_DIR = "java"
 JAR = "score.jar"
+JAVA_PACKAGE = "photoscore.generated"  # of the generated classes in score.jar
 C_SOURCE = "score.c"
 CPP_SOURCE = "score.cpp"
 C_LIBRARY = "libscore.so"

@@ -24,12 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from udfs.errors import PhotoscoreError
-from udfs.formats import all_formats, gated
+from udfs.formats import JVM_PACKAGE, all_formats, gated
 from udfs.toolchain import java_jar, source_text
-
-PACKAGE = "photoscore.spark"
-SCORER_CLASS = f"{PACKAGE}.BlockScorer"
-
 
 def pyspark_jars_dir() -> Path:
     """The Spark jars BlockScorer compiles against ($SPARK_HOME/jars wins, else the pyspark wheel's)."""
@@ -44,7 +40,7 @@ def pyspark_jars_dir() -> Path:
 def build_block_scorer_jar(jar_dir: Path | str) -> Path:
     """The BlockScorer jar (udfs/jvm/BlockScorer.java compiled against the Spark jars; cached)."""
     source = source_text("udfs", "jvm/BlockScorer.java")
-    return java_jar({f"{PACKAGE.replace('.', '/')}/BlockScorer.java": source}, name="photoscore-block-scorer",
+    return java_jar({f"{JVM_PACKAGE.replace('.', '/')}/BlockScorer.java": source}, name="photoscore-block-scorer",
                     cache_dir=jar_dir, classpath=f"{pyspark_jars_dir()}/*", what="the Spark block scorer")
 
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # reasoning behind the figures is in models/parity.py).
 TOLERANCES = {"float64": 1e-6, "float32": 1e-5}
 COSTS = ("batch", "per_row", "per_call")
+# The Java package of the Spark block scorer (udfs/spark_jvm.py) and of the formats' JVM kernels.
+JVM_PACKAGE = "photoscore.spark"
 
 
 class Scorer(Protocol):

@@ -16,11 +16,10 @@ import numpy as np
 
 from udfs.bundle import C_LIBRARY, C_SOURCE, CPP_SOURCE
 from udfs.errors import PhotoscoreError
-from udfs.formats import ExportFormat, as_matrix, bundle_file, bundle_tag, export_cell, feature_count
+from udfs.formats import JVM_PACKAGE, ExportFormat, as_matrix, bundle_file, bundle_tag, export_cell, feature_count
 from udfs.toolchain import java_home, java_jar, render, shared_library, source_path
 
 ID = "code-c"
-KERNEL_PACKAGE = "photoscore.spark"
 
 
 class CodeCScorer:
@@ -91,17 +90,17 @@ def jvm_kernel(bundle_dir: Path, jar_dir: Path, n_features: int) -> tuple[Path, 
     if not (include / "jni.h").is_file():
         raise PhotoscoreError(f"{include}/jni.h not found: {ID} on Spark needs a full JDK (set JAVA_HOME)")
     # JNI mangles `_` in a class name as `_1`.
-    symbol = f"Java_{KERNEL_PACKAGE.replace('.', '_')}_{cls.replace('_', '_1')}_scoreBatch"
+    symbol = f"Java_{JVM_PACKAGE.replace('.', '_')}_{cls.replace('_', '_1')}_scoreBatch"
     shim = source_path("udfs", "jvm/jni_shim.c")
     library = shared_library([shim, source], name=f"libscore-jni-{tag}", cache_dir=jar_dir,
                              what=f"the JNI scorer of {bundle_dir}", cpp=source.suffix == ".cpp",
                              includes=(include, include / "linux"), defines={"PS_JNI_SYMBOL": symbol})
     resource = f"libscore-jni-{tag}.so"
     java = render("udfs", "jvm/CKernel.java.in", cls=cls, tag=tag, library=resource, n_features=n_features)
-    jar = java_jar({f"{KERNEL_PACKAGE.replace('.', '/')}/{cls}.java": java}, name=cls, cache_dir=jar_dir,
+    jar = java_jar({f"{JVM_PACKAGE.replace('.', '/')}/{cls}.java": java}, name=cls, cache_dir=jar_dir,
                    what=f"the {ID} kernel of {bundle_dir}",
-                   resources={f"{KERNEL_PACKAGE.replace('.', '/')}/{resource}": library})
-    return jar, f"{KERNEL_PACKAGE}.{cls}"
+                   resources={f"{JVM_PACKAGE.replace('.', '/')}/{resource}": library})
+    return jar, f"{JVM_PACKAGE}.{cls}"
 
 
 FORMAT = ExportFormat(

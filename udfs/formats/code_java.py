@@ -12,16 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.bundle import JAR, JAVA_DIR
+from udfs.bundle import JAR, JAVA_DIR, JAVA_PACKAGE
 from udfs.errors import PhotoscoreError
-from udfs.formats import ExportFormat, as_matrix, bundle_file, bundle_tag, export_cell, feature_count
+from udfs.formats import JVM_PACKAGE, ExportFormat, as_matrix, bundle_file, bundle_tag, export_cell, feature_count
 from udfs.toolchain import java_jar, java_tool, render
 
 ID = "code-java"
-GENERATED_PACKAGE = "photoscore.generated"
-ENTRY_CLASS = f"{GENERATED_PACKAGE}.Score"
-HARNESS_CLASS = f"{GENERATED_PACKAGE}.ScoreHarness"
-KERNEL_PACKAGE = "photoscore.spark"
+ENTRY_CLASS = f"{JAVA_PACKAGE}.Score"
+HARNESS_CLASS = f"{JAVA_PACKAGE}.ScoreHarness"
 
 
 class CodeJavaScorer:
@@ -72,11 +70,11 @@ def jvm_kernel(bundle_dir: Path, jar_dir: Path, n_features: int) -> tuple[Path, 
     if not score_jar.is_file():
         raise PhotoscoreError(f"{score_jar} is missing: the bundle has no {ID} export")
     resource = f"score-{tag}.jar"
-    pkg = KERNEL_PACKAGE.replace(".", "/")
+    pkg = JVM_PACKAGE.replace(".", "/")
     java = render("udfs", "jvm/JavaKernel.java.in", cls=cls, tag=tag, resource=resource, generated=ENTRY_CLASS)
     jar = java_jar({f"{pkg}/{cls}.java": java}, name=cls, cache_dir=jar_dir, what=f"the {ID} kernel of {bundle_dir}",
                    resources={f"{pkg}/{resource}": score_jar})
-    return jar, f"{KERNEL_PACKAGE}.{cls}"
+    return jar, f"{JVM_PACKAGE}.{cls}"
 
 
 FORMAT = ExportFormat(
