@@ -96,7 +96,7 @@ def load_model(name: str, version: int, bundle_dir: Path, export_format: str) ->
     if unknown:
         raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
                               f"feature version {FEATURE_VERSION} does not compute")
-    return LoadedModel(name, int(version), export_format, scorer, schema,
+    return LoadedModel(name, int(version), scorer.format, scorer, schema,  # the id, not an old alias
                        tuple(FEATURE_NAMES.index(n) for n in schema.names))
 
 
