@@ -7,7 +7,7 @@ A bundle is a directory holding every export of one model version:
                          | coefficients.json (logistic regression)
     model.onnx           output "probability": float32 (n,), the positive-class probability
     score.py | java/*.java + score.jar | score.c or score.cpp + libscore.so
-                         generated code (codegen/): the code-python, code-java, code-c exports
+                         generated code (codegen/) of the udfs/formats/code_*.py exports
     feature_schema.json  {"feature_version": 1, "features": [{"name": ..., "dtype": "float32"}, ...]}
     parity_report.json   every export vs native (models/parity.py)
     checksums.json       {"algorithm": "sha256", "files": {relative path: hex digest}}
