@@ -55,6 +55,7 @@ demo: install
 
 # Unit and integration tests in one run (pytest's default selection is the fast unit tests only).
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "integration or not integration"
 
 test-unit: install

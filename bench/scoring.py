@@ -4,17 +4,18 @@
 
 Trains XGBoost and LightGBM with 300 trees of depth 8 (the training default) on synthetic 20-feature
 data (or on the feature columns of a features parquet, with a synthetic label), writes a bundle,
-generates the exports and times: rows/s at batch `--rows` (best of 3) and per-call latency at batch 1
+runs every registered export format's build step (udfs/formats/) and times: rows/s at batch `--rows` (best of 3) and per-call latency at batch 1
 and 100 (median of many calls). Everything runs on one thread (OMP/nthread/onnxruntime = 1).
-The Java cell goes through the batch harness (a JVM start per call), so its figure includes JVM start
-and file I/O; Spark calls the jar in-process. Python's and Java's rows/s are measured on smaller batches.
+A format that starts a process per call (the generated Java's batch harness: a JVM start per call)
+includes that start and file I/O in its figure, and has no latency figure; Spark calls the jar
+in-process. Interpreted and per-call formats are timed on smaller batches.
 Ends with one `bench: name=scoring model=...` line per model.
 """
 from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PHOTOSCORE_SCORER_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy/xgboost/lightgbm/onnxruntime start their thread pools
 
 import argparse  # noqa: E402
@@ -27,13 +28,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import codegen  # noqa: E402
 from udfs.bundle import write_checksums  # noqa: E402
-from udfs.scorers import load_scorer  # noqa: E402
+from udfs.formats import all_formats, load_unchecked, reference_format  # noqa: E402
 
 N_TREES, DEPTH = 300, 8
-PYTHON_ROWS = 2000
-JAVA_ROWS = 20000
+# Rows timed per export cost (udfs/formats/): interpreted per row, or a process started per call.
+SAMPLE_ROWS = {"per_row": 2000, "per_call": 20000}
 
 
 def load_features(path: str | None, n: int, seed: int) -> np.ndarray:
@@ -89,18 +89,6 @@ def write_bundle(bundle_dir: Path, model_type: str, x: np.ndarray, y: np.ndarray
     return predict
 
 
-def onnx_export(bundle_dir: Path) -> str:
-    """Write model.onnx with the models engineer's exporter if importable; returns how."""
-    for module in ("models.export", "models.onnx_export"):
-        try:
-            export_onnx = __import__(module, fromlist=["export_onnx"]).export_onnx
-        except (ImportError, AttributeError):
-            continue
-        export_onnx(bundle_dir)
-        return module
-    raise ImportError("no ONNX exporter (models.export / models.onnx_export) importable")
-
-
 def rows_per_second(fn, x: np.ndarray, repeats: int = 3) -> float:
     """Best of `repeats` timed calls on the whole batch (after one warm-up)."""
     fn(x[: min(len(x), 1000)])
@@ -137,50 +125,52 @@ def bench_model(model_type: str, features: str | None, n_rows: int, workdir: Pat
     native = write_bundle(bundle_dir, model_type, x_train, y_train)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    exports = codegen.generate_exports(bundle_dir)
+    exports = {}
+    for fmt in all_formats():
+        if fmt.reference:
+            continue
+        try:
+            exports[fmt.id] = fmt.export(bundle_dir)
+        except Exception as exc:  # an export that cannot be made here is left out; say why
+            exports[fmt.id] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
     t_gen = time.perf_counter() - t0
-    try:
-        onnx_how = onnx_export(bundle_dir)
-    except Exception as exc:  # the ONNX cell is optional in this bench; say why it is missing
-        onnx_how = f"unavailable ({exc})"
     write_checksums(bundle_dir)
+    missing = ", ".join(f"{k} ({v['reason']})" for k, v in exports.items() if not v["available"])
     print(f"\n== {model_type}: {N_TREES} trees x depth {DEPTH}, {x.shape[1]} features; train {t_train:.1f}s, "
-          f"codegen+builds {t_gen:.1f}s, onnx via {onnx_how}")
+          f"exports {t_gen:.1f}s" + (f"; unavailable: {missing}" if missing else ""))
 
-    cells = {"native": native}
-    for fmt in ("onnx", "m2cgen-c", "m2cgen-python", "m2cgen-java"):
-        if fmt == "onnx" and onnx_how.startswith("unavailable"):
-            continue
-        if fmt != "onnx" and not exports[fmt]["available"]:
-            continue
-        cells[fmt] = load_scorer(bundle_dir, fmt).score
+    reference = reference_format().id
+    cells = {reference: (native, "batch")}
+    for fmt in all_formats():
+        if not fmt.reference and exports[fmt.id]["available"]:
+            # No parity report in a bench bundle: the bench measures the difference itself (max|d|).
+            cells[fmt.id] = (load_unchecked(bundle_dir, fmt.id).score, fmt.cost)
 
-    reference = native(x[:5000])
+    expected = native(x[:5000])
     rows = {}
-    for name, fn in cells.items():
-        sample = x[:PYTHON_ROWS] if name == "m2cgen-python" else x[:JAVA_ROWS] if name == "m2cgen-java" else x
-        diff = float(np.abs(fn(x[:5000]) - reference).max())
-        rps = rows_per_second(fn, sample, repeats=1 if name in ("m2cgen-python", "m2cgen-java") else 3)
+    for name, (fn, cost) in cells.items():
+        sample = x[:SAMPLE_ROWS.get(cost, len(x))]
+        diff = float(np.abs(fn(x[:5000]) - expected).max())
+        rps = rows_per_second(fn, sample, repeats=3 if cost == "batch" else 1)
         lat1 = lat100 = None
-        if name != "m2cgen-java":
-            lat1 = latency_us(fn, x, 1, 300 if name != "m2cgen-python" else 50)
-            lat100 = latency_us(fn, x, 100, 100 if name != "m2cgen-python" else 5)
+        if cost != "per_call":  # a JVM start per call is no latency figure
+            lat1 = latency_us(fn, x, 1, 300 if cost == "batch" else 50)
+            lat100 = latency_us(fn, x, 100, 100 if cost == "batch" else 5)
         rows[name] = (rps, lat1, lat100, diff, len(sample))
 
-    base = rows["native"][0]
+    base = rows[reference][0]
     print(f"{'export':<15}{'rows/s':>12}{'x native':>10}{'batch1 us':>12}{'batch100 us':>13}{'max|d|':>11}  rows")
     for name, (rps, l1, l100, diff, n) in rows.items():
         fmt_us = lambda v: f"{v:12.1f}" if v is not None else f"{'n/a':>12}"  # noqa: E731
         print(f"{name:<15}{rps:12.0f}{rps / base:10.2f}{fmt_us(l1)}{fmt_us(l100):>13}{diff:11.1e}  {n}")
-    timed = {k: v for k, v in rows.items() if k != "native"}
+    timed = {k: v for k, v in rows.items() if k != reference}
     fastest = max(timed, key=lambda k: timed[k][0])
     latency_best = min(v[1] for v in rows.values() if v[1] is not None)
     return {
         "model": model_type,
         "fastest": fastest,
         "fastest_over_native": timed[fastest][0] / base,
-        "onnx_over_native": rows["onnx"][0] / base if "onnx" in rows else float("nan"),
-        "c_over_native": rows["m2cgen-c"][0] / base if "m2cgen-c" in rows else float("nan"),
+        "over_native": {k: v[0] / base for k, v in timed.items()},
         "batch1_us": rows[fastest][1] if rows[fastest][1] is not None else latency_best,
         "native_rows_s": base,
     }
@@ -197,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(bench_model(model_type, args.features, args.rows, Path(tmp)))
     print()
     for s in summaries:
+        per_format = " ".join(f"{k.replace('-', '_')}_over_native={v:.2f}" for k, v in s["over_native"].items())
         print(f"bench: name=scoring model={s['model']} fastest={s['fastest']} "
-              f"fastest_over_native={s['fastest_over_native']:.2f} onnx_over_native={s['onnx_over_native']:.2f} "
-              f"c_over_native={s['c_over_native']:.2f} batch1_us={s['batch1_us']:.1f} "
+              f"fastest_over_native={s['fastest_over_native']:.2f} {per_format} batch1_us={s['batch1_us']:.1f} "
               f"native_rows_s={s['native_rows_s']:.0f}")
     return 0
 

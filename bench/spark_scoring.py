@@ -1,17 +1,18 @@
 """Spark scoring bench: 1 M stored feature rows, one model (default 300 trees, depth 8), `local[2]`.
 
-Rows/s of `mlflow.pyfunc.spark_udf` (the baseline a user would pick; warm) vs each of our paths
-(`native`, `onnx` as a scalar-iterator Arrow UDF in a Python worker; `m2cgen-c` through JNI and
-`m2cgen-java` in the executors' JVM, blocks of rows per kernel call; and `m2cgen-c-python`, the same C
-in a Python worker, `spark.c_in_jvm: false`), the in-process rows/s of the same scorer x 2 cores (the
+Rows/s of `mlflow.pyfunc.spark_udf` (the baseline a user would pick; warm) vs each of our paths,
+one per registered export format (udfs/formats/) but the ones interpreted per row: a
+scalar-iterator Arrow UDF in a Python worker, or, for a format with a JVM kernel, blocks of rows per
+kernel call in the executors' JVM; a format whose JVM path has a switch (`spark.c_in_jvm`) also runs
+as `<id>-python`, in a Python worker. Then the in-process rows/s of the same scorer x 2 cores (the
 limit: Spark adding nothing), and an Arrow UDF that scores nothing (the transfer cost every Python
 path pays on the same cores).
 Each Spark path runs twice over a cached DataFrame and the second (warm) run is timed; output goes
 to Spark's `noop` sink so no write cost is measured. Prints the 60-billion-row rescoring projection.
 
     .venv/bin/python bench/spark_scoring.py [--rows 1000000] [--trees 300] [--depth 8] [--model-type lightgbm] [--keep]
-Last line: `bench: name=spark_scoring spark_udf_rps=... best=<path> best_over_spark_udf=...
-best_over_limit=... jvm_over_spark_udf=...`
+Last line: `bench: name=spark_scoring spark_udf_rps=... <path>_rps=... best=<path> best_over_spark_udf=...
+best_over_limit=...`
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.spark_session import get_session
     from models.registry import resolve_bundle
     from udfs.bundle import read_feature_schema
-    from udfs.scorers import load_scorer
+    from udfs.formats import all_formats, load_scorer
 
     workdir = Path(tempfile.mkdtemp(prefix="photoscore-bench-scoring-"))
     try:
@@ -125,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         frame.to_parquet(data_path, index=False, row_group_size=100_000)
         X = frame[names].to_numpy(np.float32)
 
+        # Interpreted-per-row formats would take hours over a million rows.
+        path_formats = {}
+        for fmt in all_formats():
+            if fmt.cost != "per_row":
+                path_formats[fmt.id] = (fmt.id, settings)
+            if fmt.jvm_kernel is not None and fmt.jvm_switch:
+                path_formats[f"{fmt.id}-python"] = (fmt.id, load_settings([*args.overrides, f"spark.{fmt.jvm_switch}=false"]))
+
         spark = get_session(settings.spark, "photoscore-bench-scoring", master=f"local[{CORES}]")
         results: dict[str, float] = {}
         try:
@@ -139,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
             results["spark_udf"] = warm_seconds(df.select(udf(*[F.col(n) for n in names]).alias("score")))
             print(f"  spark_udf      {args.rows / results['spark_udf']:>12,.0f} rows/s", flush=True)
-            python_c = load_settings([*args.overrides, "spark.c_in_jvm=false"])
-            for path, fmt, cfg in (("native", "native", settings), ("onnx", "onnx", settings),
-                                   ("m2cgen-c", "m2cgen-c", settings), ("m2cgen-java", "m2cgen-java", settings),
-                                   ("m2cgen-c-python", "m2cgen-c", python_c)):
+            for path, (fmt, cfg) in path_formats.items():
                 scored = score_frame_spark(spark, cfg, df, bundle, names, fmt, name)
                 results[path] = warm_seconds(scored)
                 print(f"  {path:<15} {args.rows / results[path]:>12,.0f} rows/s", flush=True)
@@ -158,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         rps = {k: args.rows / v for k, v in results.items()}
         paths = [k for k in rps if k != "spark_udf"]
         best = max(paths, key=rps.get)
-        # The Java harness forks a JVM per call; m2cgen-c-python runs the m2cgen-c scorer.
-        in_process_fmt = {"m2cgen-java": "m2cgen-c", "m2cgen-c-python": "m2cgen-c"}.get(best, best)
-        limit = CORES * in_process_rps(load_scorer(bundle, in_process_fmt), X)
-        # The Python paths' scorers alone, one thread each: the onnx path's ceiling is onnxruntime's
-        # tree ensemble, next to the library's own predictor (what spark_udf runs).
-        one_core = {fmt: in_process_rps(load_scorer(bundle, fmt), X) for fmt in ("native", "onnx")}
+        # Every in-process scorer alone, one thread each (the onnx path's ceiling is onnxruntime's
+        # tree ensemble, next to the library's own predictor, which spark_udf runs).
+        one_core = {f.id: in_process_rps(load_scorer(bundle, f.id), X) for f in all_formats() if f.cost == "batch"}
+        # The limit: the best path's scorer in-process; a format that starts a process per call has
+        # no in-process scorer, so the fastest one stands in for it.
+        in_process_fmt = path_formats[best][0] if path_formats[best][0] in one_core else max(one_core, key=one_core.get)
+        limit = CORES * one_core[in_process_fmt]
         print()
         print("in-process, 1 thread: " + ", ".join(f"{fmt} {v:,.0f} rows/s" for fmt, v in one_core.items()))
         print(f"{'path':<15} {'rows/s':>12} {'x spark_udf':>12} {'of limit':>9}")
@@ -181,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
               f"spark_udf_rps={rps['spark_udf']:.0f} "
               + " ".join(f"{k.replace('-', '_')}_rps={rps[k]:.0f}" for k in paths)
               + f" limit_rps={limit:.0f} best={best} best_over_spark_udf={rps[best] / rps['spark_udf']:.2f} "
-              f"best_over_limit={rps[best] / limit:.2f} jvm_over_spark_udf={rps['m2cgen-java'] / rps['spark_udf']:.2f} "
+              f"best_over_limit={rps[best] / limit:.2f} "
               f"arrow_identity_rps={transfer:.0f} python_ceiling_over_limit={ceiling / limit:.2f} "
-              + "".join(f"{fmt}_1core_rps={v:.0f} " for fmt, v in one_core.items()) +
+              + "".join(f"{fmt.replace('-', '_')}_1core_rps={v:.0f} " for fmt, v in one_core.items()) +
               f"rescoring_core_hours_60b={core_hours:.0f}")
     finally:
         if args.keep:

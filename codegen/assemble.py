@@ -38,7 +38,7 @@ from m2cgen.assemblers.boosting import (
 )
 from m2cgen.assemblers.linear import SklearnLinearModelAssembler
 
-from models.thresholds import lightgbm_threshold
+from codegen.thresholds import lightgbm_threshold
 from udfs.errors import PhotoscoreError
 
 MODEL_TYPES = ("xgboost", "lightgbm", "catboost", "logreg")

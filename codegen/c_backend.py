@@ -26,7 +26,6 @@ rebuild it from `score.c` with `build_c` where the platform differs.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +34,11 @@ from m2cgen import ast
 from m2cgen.interpreters import CInterpreter
 
 from codegen.assemble import Decomposed, sum_ast
-from models.thresholds import float32_threshold
+from codegen.thresholds import float32_threshold
+from udfs.bundle import C_LIBRARY, C_SOURCE, CPP_SOURCE
 from udfs.errors import PhotoscoreError
+from udfs.toolchain import shared_library, source_text
 
-C_SOURCE = "score.c"
-CPP_SOURCE = "score.cpp"
-C_LIBRARY = "libscore.so"
 MAX_FLAT_DEPTH = 12  # 2**12 leaves per tree; deeper trees go through m2cgen's if/else code
 BLOCK_ROWS = 64
 
@@ -176,98 +174,7 @@ def _m2cgen_c(expr, function_name: str, array_name: str) -> str:
     return code
 
 
-_KERNEL = r"""
-#define PS_NI ((1 << PS_DEPTH) - 1)
-#if PS_LESS_EQUAL
-#define PS_LEFT(v, t) ((v) <= (t))
-#else
-#define PS_LEFT(v, t) ((v) < (t))
-#endif
 
-/* Add the sum of all trees to acc[r] for rows [r0, m) of a block; rows must be NaN-free.
-   PS_LANES rows walk each tree together: their index chains are independent, so the CPU overlaps
-   the load -> compare -> index latencies that a one-row-at-a-time walk would serialise. */
-#define PS_LANES 8
-static void ps_trees_scalar(const float *x, long r0, long m, long d, double *acc) {
-    for (int t = 0; t < PS_N_TREES; t++) {
-        const int *f = ps_feat[t];
-        const float *th = ps_thr[t];
-        const PS_LEAF_T *lv = ps_leaf[t];
-        long r = r0;
-        for (; r + PS_LANES <= m; r += PS_LANES) {
-            const float *xb = x + r * d;
-            unsigned i[PS_LANES] = {0};
-            for (int k = 0; k < PS_DEPTH; k++)
-                for (int j = 0; j < PS_LANES; j++)
-                    i[j] = 2 * i[j] + 2 - (unsigned)PS_LEFT(xb[j * d + f[i[j]]], th[i[j]]);
-            for (int j = 0; j < PS_LANES; j++) acc[r + j] += lv[i[j] - PS_NI];
-        }
-        for (; r < m; r++) {
-            const float *row = x + r * d;
-            unsigned i = 0;
-            for (int k = 0; k < PS_DEPTH; k++) i = 2 * i + 2 - (unsigned)PS_LEFT(row[f[i]], th[i]);
-            acc[r] += lv[i - PS_NI];
-        }
-    }
-}
-
-/* Sum of all trees for rows [0, m) of a block; rows must be NaN-free. */
-static void ps_trees_block(const float *x, long m, long d, double *acc) {
-    for (long r = 0; r < m; r++) acc[r] = 0.0;
-    ps_trees_scalar(x, 0, m, d, acc);
-}
-
-/* Sum of all trees for one row that may hold NaN: each split sends NaN its own way. */
-static double ps_trees_row_nan(const float *row) {
-    double s = 0.0;
-    for (int t = 0; t < PS_N_TREES; t++) {
-        unsigned i = 0;
-        for (int k = 0; k < PS_DEPTH; k++) {
-            float v = row[ps_feat[t][i]];
-            int left = isnan(v) ? ((ps_nan_left[t][i >> 3] >> (i & 7)) & 1) : PS_LEFT(v, ps_thr[t][i]);
-            i = 2 * i + 2 - (unsigned)left;
-        }
-        s += ps_leaf[t][i - PS_NI];
-    }
-    return s;
-}
-"""
-
-_BATCH = r"""
-long score_n_features(void) { return PS_N_FEATURES; }
-
-/* n x d row-major float32 -> n positive-class probabilities. */
-void score_batch(const float *x, long n, long d, double *out) {
-    double acc[PS_BLOCK];
-    double row64[PS_N_FEATURES];
-    if (d != PS_N_FEATURES) {
-        for (long r = 0; r < n; r++) out[r] = NAN;
-        return;
-    }
-    for (long start = 0; start < n; start += PS_BLOCK) {
-        long m = n - start < PS_BLOCK ? n - start : PS_BLOCK;
-        const float *xb = x + start * d;
-#if PS_N_TREES > 0
-        ps_trees_block(xb, m, d, acc);
-#else
-        for (long r = 0; r < m; r++) acc[r] = 0.0;
-#endif
-        for (long r = 0; r < m; r++) {
-            const float *row = xb + r * d;
-            int has_nan = 0;
-            for (long j = 0; j < d; j++) {
-                row64[j] = (double)row[j];
-                has_nan |= isnan(row[j]);
-            }
-#if PS_N_TREES > 0
-            if (has_nan) acc[r] = ps_trees_row_nan(row);
-#endif
-            double margin = acc[r] + ps_rest(row64);
-            out[start + r] = ps_link(&margin);
-        }
-    }
-}
-"""
 
 
 def write_c_source(decomposed: Decomposed, n_features: int, out_path: Path, header: str) -> None:
@@ -301,31 +208,10 @@ def write_c_source(decomposed: Decomposed, n_features: int, out_path: Path, head
             _c_array("float", "ps_thr", forest.thr, lambda v: _c_float(v, "f")),
             _c_array("unsigned char", "ps_nan_left", nan_bits, str),
             _c_array("PS_LEAF_T", "ps_leaf", forest.leaf, lambda v: _c_float(v, "f" if leaf_exact32 else "")),
-            _KERNEL,
+            source_text("codegen", "c/forest_kernel.h"),
         ]
-    parts.append(_BATCH)
+    parts.append(source_text("codegen", "c/score_batch.h"))
     out_path.write_text("\n".join(parts) + "\n")
-
-
-def _run(cmd: list[str], cwd: Path, what: str) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PhotoscoreError(f"{what} failed in {cwd} ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
-
-
-def c_toolchain(bundle_dir: Path) -> tuple[Path, list[str]]:
-    """(the bundle's generated source, `score.c` or CatBoost's `score.cpp`; the compiler command
-    prefix for its language: compiler, -O3, its -std)."""
-    bundle_dir = Path(bundle_dir)
-    if (bundle_dir / C_SOURCE).is_file():
-        compiler, source, std = shutil.which("gcc") or shutil.which("cc"), C_SOURCE, "-std=c99"
-    elif (bundle_dir / CPP_SOURCE).is_file():
-        compiler, source, std = shutil.which("g++") or shutil.which("c++"), CPP_SOURCE, "-std=c++17"
-    else:
-        raise PhotoscoreError(f"{bundle_dir}: neither {C_SOURCE} nor {CPP_SOURCE} found; run generate_exports first")
-    if compiler is None:
-        raise PhotoscoreError("no C/C++ compiler on PATH: install gcc/g++ to build the m2cgen-c export")
-    return bundle_dir / source, [compiler, "-O3", std]
 
 
 def build_c(bundle_dir: Path) -> str:
@@ -333,6 +219,11 @@ def build_c(bundle_dir: Path) -> str:
 
     Run this on (a machine like) the one that scores: the .so is native code for this platform.
     """
-    source, compile_prefix = c_toolchain(bundle_dir)
-    _run([*compile_prefix, "-shared", "-fPIC", "-o", C_LIBRARY, source.name, "-lm"], source.parent, "C build")
+    bundle_dir = Path(bundle_dir)
+    sources = [bundle_dir / name for name in (C_SOURCE, CPP_SOURCE) if (bundle_dir / name).is_file()]
+    if not sources:
+        raise PhotoscoreError(f"{bundle_dir}: neither {C_SOURCE} nor {CPP_SOURCE} found; export the C code first")
+    library = shared_library(sources[:1], name="libscore", what=f"the C export of {bundle_dir}",
+                             cpp=sources[0].suffix == ".cpp")
+    shutil.copyfile(library, bundle_dir / C_LIBRARY)
     return C_LIBRARY

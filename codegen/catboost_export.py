@@ -1,19 +1,20 @@
 """CatBoost exports: m2cgen does not support CatBoost, so these cells use CatBoost's own exporter.
 
-* m2cgen-python: `save_model(format="python")` plus a `score(input)` that applies the sigmoid. The
+* Python: `save_model(format="python")` plus a `score(input)` that applies the sigmoid. The
   exporter prints float32 borders as short decimals which Python compares as float64 (a row exactly
   on a border would take the wrong side, as with m2cgen's XGBoost code); the generated module
   rounds every border back to its float32 value when it loads, which makes `x > border` exact.
-* m2cgen-c: `save_model(format="cpp")` is C++ (std::vector), compiled with g++ into the same
+* C: `save_model(format="cpp")` is C++ (std::vector), compiled with g++ into the same
   `score_batch` C ABI as the C cell of the other models. It is C++ from CatBoost's exporter, not C.
-* m2cgen-java: not available (CatBoost has no Java code export; its JVM applier is a native library).
+* Java: not available (CatBoost has no Java code export; its JVM applier is a native library).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from codegen.python_backend import BATCH_FUNCTION, PY_SOURCE
-from codegen.c_backend import CPP_SOURCE
+from codegen.python_backend import BATCH_FUNCTION
+from udfs.bundle import CPP_SOURCE, PY_SOURCE
+from udfs.toolchain import source_text
 
 JAVA_UNAVAILABLE = (
     "CatBoost has no Java code export and m2cgen does not support CatBoost; "
@@ -45,22 +46,6 @@ def score(input):
     return 1.0 / (1.0 + math.exp(-raw))
 '''
 
-_CPP_TAIL = r'''
-
-#include <cmath>
-/* photoscore C ABI, shared with the m2cgen C export. */
-extern "C" long score_n_features(void) { return (long)CatboostModelStatic.FloatFeatureCount; }
-
-extern "C" void score_batch(const float *x, long n, long d, double *out) {
-    std::vector<float> row((size_t)d);
-    for (long r = 0; r < n; r++) {
-        if ((unsigned long)d != CatboostModelStatic.FloatFeatureCount) { out[r] = NAN; continue; }
-        row.assign(x + r * d, x + (r + 1) * d);
-        double raw = ApplyCatboostModel(row);
-        out[r] = raw < 0.0 ? std::exp(raw) / (1.0 + std::exp(raw)) : 1.0 / (1.0 + std::exp(-raw));
-    }
-}
-'''
 
 
 def _load(native_path: Path):
@@ -83,5 +68,5 @@ def write_catboost_cpp(native_path: Path, bundle_dir: Path, header: str) -> str:
     """Write `score.cpp` from CatBoost's C++ export plus the `score_batch` ABI; returns its path."""
     out = Path(bundle_dir) / CPP_SOURCE
     _load(native_path).save_model(str(out), format="cpp")
-    out.write_text(f"/* {header} */\n" + out.read_text() + _CPP_TAIL)
+    out.write_text(f"/* {header} */\n" + out.read_text() + "\n" + source_text("codegen", "c/catboost_abi.cpp"))
     return CPP_SOURCE

@@ -38,8 +38,6 @@ cut into subtree methods.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +46,10 @@ from m2cgen.interpreters import JavaInterpreter
 
 from codegen.assemble import Decomposed, count_nodes, sum_ast
 from codegen.c_backend import BLOCK_ROWS, FlatForest, split_forest
+from udfs.bundle import JAR, JAVA_DIR, JAVA_PACKAGE
 from udfs.errors import PhotoscoreError
-from udfs.scorers.m2cgen_java import java_tool
+from udfs.toolchain import java_jar, render, source_text
 
-PACKAGE = "photoscore.generated"
-JAVA_DIR = "java"
-JAR = "score.jar"
-ENTRY_CLASS = f"{PACKAGE}.Score"
 # AST nodes per class: each tree node costs about one double constant (two pool entries).
 NODES_PER_CLASS = 12000
 # AST nodes per method: about 4 bytecode bytes a node (measured: 12 depth-8 XGBoost trees, 10 897
@@ -70,51 +65,6 @@ ROW_LANES = 8
 # stay far below the 65535-entry limit; each tree's data is one method of about 12 KB.
 TREES_PER_CLASS = 20
 
-_HARNESS = """package photoscore.generated;
-
-import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.file.Files;
-import java.nio.file.Paths;
-
-/** Batch scorer for parity checks: little-endian row-major n x d matrix in, n float64 out. */
-public final class ScoreHarness {
-    private ScoreHarness() {}
-
-    public static void main(String[] args) throws IOException {
-        if (args.length != 5) {
-            System.err.println("usage: ScoreHarness <in.bin> <n> <d> <float32|float64> <out.bin>");
-            System.exit(2);
-        }
-        int n = Integer.parseInt(args[1]);
-        int d = Integer.parseInt(args[2]);
-        boolean f32 = args[3].equals("float32");
-        if (d != Score.N_FEATURES) {
-            System.err.println("matrix has " + d + " columns, the model expects " + Score.N_FEATURES);
-            System.exit(2);
-        }
-        ByteBuffer in = ByteBuffer.wrap(Files.readAllBytes(Paths.get(args[0]))).order(ByteOrder.LITTLE_ENDIAN);
-        ByteBuffer out = ByteBuffer.allocate(8 * n).order(ByteOrder.LITTLE_ENDIAN);
-        if (f32) {
-            float[] x = new float[n * d];
-            in.asFloatBuffer().get(x);
-            double[] scores = new double[n];
-            Score.scoreBlock(x, n, scores);
-            out.asDoubleBuffer().put(scores);
-        } else {
-            double[] row = new double[d];
-            for (int r = 0; r < n; r++) {
-                for (int j = 0; j < d; j++) {
-                    row[j] = in.getDouble();
-                }
-                out.putDouble(Score.score(row));
-            }
-        }
-        Files.write(Paths.get(args[4]), out.array());
-    }
-}
-"""
 
 
 class _MethodsInterpreter(JavaInterpreter):
@@ -126,7 +76,7 @@ class _MethodsInterpreter(JavaInterpreter):
     """
 
     def __init__(self, **kwargs):
-        super().__init__(package_name=PACKAGE, **kwargs)
+        super().__init__(package_name=JAVA_PACKAGE, **kwargs)
         self.ast_size_per_subroutine_threshold = METHOD_AST_NODES
         self._root = None
 
@@ -184,33 +134,8 @@ def _score_class(margins: str, n_features: int, header: str, block_sums: bool) -
     prelude = "        ScoreForest.sumBlock(x, n, out);\n" if block_sums else ""
     row_score = ("ScoreLink.apply(new double[] { out[r] + ScoreRest.score(input) })" if block_sums
                  else "score(input)")
-    return f"""package {PACKAGE};
-
-/** {header}
- *  Positive-class probability of one row; input in feature_schema.json order. */
-public final class Score {{
-    public static final int N_FEATURES = {n_features};
-
-    private Score() {{}}
-
-    public static double score(double[] input) {{
-        return ScoreLink.apply({margins});
-    }}
-
-    public static double score({params}) {{
-        return score(new double[] {{ {args} }});
-    }}
-
-    /** Positive-class probabilities of n rows: x row-major float32, N_FEATURES per row (C's ABI). */
-    public static void scoreBlock(float[] x, int n, double[] out) {{
-        double[] input = new double[N_FEATURES];
-{prelude}        for (int r = 0; r < n; r++) {{
-            for (int j = 0; j < N_FEATURES; j++) input[j] = x[r * N_FEATURES + j];
-            out[r] = {row_score};
-        }}
-    }}
-}}
-"""
+    return render("codegen", "java/Score.java.in", package=JAVA_PACKAGE, header=header, n_features=n_features,
+                  margins=margins, params=params, args=args, prelude=prelude, row_score=row_score)
 
 
 def _java_double(v: float, suffix: str = "") -> str:
@@ -237,7 +162,7 @@ def _forest_part(k: int, forest: FlatForest, trees: range) -> str:
 
     Array data in Java source compiles to one store per element; one method per tree keeps each
     method far below 64 KB and the class's constant pool below its limit. Each leaf goes through a
-    named local (`varJ = <leaf>;`) so a reader (and codegen.perturb_leaf) finds leaf J of a tree.
+    named local (`varJ = <leaf>;`) so a reader (and the tests' perturb_leaf) finds leaf J of a tree.
     """
     n_int, n_leaf = forest.feat.shape[1], forest.leaf.shape[1]
     feat_t, leaf_t = _array_types(forest)
@@ -259,7 +184,7 @@ def _forest_part(k: int, forest: FlatForest, trees: range) -> str:
         methods.append("\n".join(lines))
         calls.append(f"        tree{t}(feat, thr, thr32, nanLeft, leaf);")
     body = "\n".join(calls)
-    return f"""package {PACKAGE};
+    return f"""package {JAVA_PACKAGE};
 
 /** Nodes and leaves of trees {trees.start}..{trees.stop - 1}, in ScoreForest's flat layout. */
 final class ScorePart{k} {{
@@ -313,81 +238,10 @@ def _forest_class(forest: FlatForest, n_parts: int) -> str:
     op = "<=" if forest.less_equal else "<"
     feat_t, leaf_t = _array_types(forest)
     fills = "\n".join(f"        ScorePart{k}.fill(FEAT, THR, THR32, NAN_LEFT, LEAF);" for k in range(n_parts))
-    return f"""package {PACKAGE};
-
-/** Sum of the model's {n_trees} trees, laid out as perfect binary trees of depth {forest.depth} in heap
- *  order (children of node i: 2i+1 left, 2i+2 right); a row goes left when x[feat] {op} thr. */
-final class ScoreForest {{
-    static final int N_TREES = {n_trees};
-    static final int DEPTH = {forest.depth};
-    static final int NI = {n_int};
-    static final int NL = {n_int + 1};
-    static final int BLOCK = {BLOCK_ROWS};
-    private static final {feat_t}[] FEAT = new {feat_t}[N_TREES * NI];
-    private static final double[] THR = new double[N_TREES * NI];
-    private static final float[] THR32 = new float[N_TREES * NI];
-    private static final boolean[] NAN_LEFT = new boolean[N_TREES * NI];
-    private static final {leaf_t}[] LEAF = new {leaf_t}[N_TREES * NL];
-
-    static {{
-{fills}
-    }}
-
-    private ScoreForest() {{}}
-
-    /** Sum of all trees for one row, in tree order. */
-    static double sum(double[] x) {{
-        for (int j = 0; j < x.length; j++) {{
-            if (x[j] != x[j]) return sumNan(x);
-        }}
-        double s = 0.0;
-        int t = 0;
-{_tree_lane_walk(TREE_LANES, op)}
-{_tree_lane_walk(1, op)}
-        return s;
-    }}
-
-    /** Sums of all trees for n float32 rows (row-major, N_FEATURES each) into
-     *  acc[0..n): each tree walks a block of BLOCK rows, ROW_LANES at once, in tree order. */
-    static void sumBlock(float[] x, int n, double[] acc) {{
-        final int d = Score.N_FEATURES;
-        double[] row = new double[d];
-        for (int start = 0; start < n; start += BLOCK) {{
-            final int end = Math.min(n, start + BLOCK);
-            for (int r = start; r < end; r++) acc[r] = 0.0;
-            for (int t = 0; t < N_TREES; t++) {{
-                final int b = t * NI, l = t * NL - NI;
-                int r = start;
-{_row_lane_walk(ROW_LANES, op)}
-{_row_lane_walk(1, op)}
-            }}
-            for (int r = start; r < end; r++) {{
-                boolean nan = false;
-                for (int j = 0; j < d; j++) nan |= x[r * d + j] != x[r * d + j];
-                if (nan) {{
-                    for (int j = 0; j < d; j++) row[j] = x[r * d + j];
-                    acc[r] = sumNan(row);
-                }}
-            }}
-        }}
-    }}
-
-    /** The same for a row holding a NaN: each split sends NaN its own way (NAN_LEFT). */
-    private static double sumNan(double[] x) {{
-        double s = 0.0;
-        for (int t = 0; t < N_TREES; t++) {{
-            int b = t * NI, i = 0;
-            for (int k = 0; k < DEPTH; k++) {{
-                double v = x[FEAT[b + i]];
-                boolean left = v != v ? NAN_LEFT[b + i] : v {op} THR[b + i];
-                i = 2 * i + (left ? 1 : 2);
-            }}
-            s += LEAF[t * NL + i - NI];
-        }}
-        return s;
-    }}
-}}
-"""
+    return render("codegen", "java/ScoreForest.java.in", package=JAVA_PACKAGE, n_trees=n_trees, depth=forest.depth,
+                  op=op, n_int=n_int, n_leaf=n_int + 1, block_rows=BLOCK_ROWS, feat_t=feat_t, leaf_t=leaf_t,
+                  fills=fills, tree_walk=_tree_lane_walk(TREE_LANES, op), tree_walk_1=_tree_lane_walk(1, op),
+                  row_walk=_row_lane_walk(ROW_LANES, op), row_walk_1=_row_lane_walk(1, op))
 
 
 def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path, header: str) -> list[str]:
@@ -418,24 +272,20 @@ def write_java_sources(decomposed: Decomposed, n_features: int, bundle_dir: Path
         sources["Score.java"] = _score_class(f"new double[] {{ {total} }}", n_features, header, block_sums=False)
     sources["ScoreLink.java"] = _MethodsInterpreter(
         class_name="ScoreLink", function_name="apply", feature_array_name="margin").interpret(decomposed.link_ast)
-    sources["ScoreHarness.java"] = _HARNESS
+    sources["ScoreHarness.java"] = source_text("codegen", "java/ScoreHarness.java")
     for name, text in sources.items():
         (out_dir / name).write_text(text)
     return [f"{JAVA_DIR}/{name}" for name in sorted(sources)]
 
 
 def build_java(bundle_dir: Path) -> str:
-    """Compile `bundle_dir/java/*.java` with `javac --release 17` into `bundle_dir/score.jar`."""
+    """Compile `bundle_dir/java/*.java` (javac --release 17) into `bundle_dir/score.jar`; returns its name."""
     bundle_dir = Path(bundle_dir)
     sources = sorted((bundle_dir / JAVA_DIR).glob("*.java"))
     if not sources:
-        raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; run generate_exports first")
-    with tempfile.TemporaryDirectory() as classes:
-        for cmd, what in (
-            ([java_tool("javac"), "--release", "17", "-J-Xss16m", "-d", classes, *map(str, sources)], "javac"),
-            ([java_tool("jar"), "cf", str(bundle_dir / JAR), "-C", classes, "."], "jar"),
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise PhotoscoreError(f"{what} failed for {bundle_dir}:\n{proc.stderr[-4000:]}")
+        raise PhotoscoreError(f"{bundle_dir / JAVA_DIR}: no Java sources; export the Java code first")
+    pkg = JAVA_PACKAGE.replace(".", "/")
+    jar = java_jar({f"{pkg}/{path.name}": path.read_text() for path in sources}, name="score",
+                   what=f"the Java export of {bundle_dir}", javac_flags=("-J-Xss16m",))
+    shutil.copyfile(jar, bundle_dir / JAR)
     return JAR

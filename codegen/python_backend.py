@@ -9,8 +9,6 @@ from pathlib import Path
 
 from m2cgen.interpreters import PythonInterpreter
 
-PY_SOURCE = "score.py"
-
 BATCH_FUNCTION = '''
 
 def score_batch(rows):

@@ -3,12 +3,12 @@ format, without reading or decoding a single photo. Entry point for
 `spark-submit jobs/backfill_scores.py --model models:/NAME@ALIAS --format FORMAT --tables ROOT [--force]`
 and `photoscore backfill scores`.
 
-Formats: `m2cgen-c` and `m2cgen-java` score inside the executors' JVM, rows never in Python: a
-Java mapPartitions hands blocks of rows' float32 features to the generated code (the C through JNI,
-the Java directly; udfs/spark_jvm.py). `native`, `onnx`, `m2cgen-python` score in a
-scalar-iterator Arrow UDF over the feature columns only (the scorer `photoscore score` runs, on the
-same float32 matrix), with the bundle shipped by `SparkContext.addArchive` and loaded once per
-Python worker. Failed rows become quarantine rows in SQL, the same for every format.
+Formats (udfs/formats/): those with a JVM kernel (the generated C and Java) score inside the
+executors' JVM, rows never in Python: a Java mapPartitions hands blocks of rows' float32 features
+to the generated code (the C through JNI, the Java directly; udfs/spark_jvm.py). The others score
+in a scalar-iterator Arrow UDF over the feature columns only (the scorer `photoscore score` runs,
+on the same float32 matrix), with the bundle shipped by `SparkContext.addArchive` and loaded once
+per Python worker. Failed rows become quarantine rows in SQL, the same for every format.
 
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
@@ -87,20 +87,22 @@ def scores_of(spark, settings: Settings, todo, bundle_dir: Path, names, export_f
     """`todo` (feature rows) -> (photo_id, content_sha256, score): the one place the formats
     differ. Score null (or non-finite) where the scorer failed on that row.
 
-    JVM formats: blocks of `spark.jvm_block_rows` rows through the generated kernel in the
-    executors' JVM (`spark.c_in_jvm: false` runs m2cgen-c in a Python worker instead, e.g. where
-    the driver has no JDK headers to build the JNI library). The Python exports: a
-    scalar-iterator Arrow UDF over one array of the N float32 features (identity columns stay in
-    the JVM), the bundle shipped with `addArchive` and loaded once per Python worker.
+    Formats with a JVM kernel: blocks of `spark.jvm_block_rows` rows through the generated kernel
+    in the executors' JVM (unless the format's switch, `spark.c_in_jvm: false` for the C, sends it
+    to a Python worker, e.g. where the driver has no JDK headers to build the JNI library). The
+    others: a scalar-iterator Arrow UDF over one array of the N float32 features (identity columns
+    stay in the JVM), the bundle shipped with `addArchive` and loaded once per Python worker.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
     from jobs.spark_session import set_arrow_batch_rows
-    from udfs.spark_jvm import JVM_FORMATS, score_rows_jvm
+    from udfs.formats import get_format
+    from udfs.spark_jvm import score_rows_jvm
     from udfs.spark_udfs import score_arrays
 
-    in_jvm = export_format in JVM_FORMATS and (export_format != "m2cgen-c" or settings.spark.c_in_jvm)
+    fmt = get_format(export_format)
+    in_jvm = fmt.jvm_kernel is not None and (fmt.jvm_switch is None or getattr(settings.spark, fmt.jvm_switch))
     if in_jvm:
         rows = todo.select("photo_id", "content_sha256", *[F.col(n).cast("float") for n in names])
         return score_rows_jvm(spark, rows, bundle_dir, names, export_format, settings.home / "spark" / "udf-jars",
@@ -144,14 +146,14 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
 
     from models.registry import resolve_bundle
     from udfs.bundle import read_feature_schema
-    from udfs.scorers import formats
+    from udfs.formats import gated, get_format
 
-    if export_format not in formats():
-        raise PhotoscoreError(f"unknown export format {export_format!r}; available: {', '.join(formats())}")
+    export_format = get_format(export_format).id  # unknown ids fail before any work; aliases warn
     store = TableStore(spark, tables)
     store.recover()
     run_id = run_id or new_run_id()
     name, version, bundle_dir = resolve_bundle(model_uri, settings)
+    gated(bundle_dir, export_format)  # refuse an export whose parity verdict is not passed, on the driver
     schema = read_feature_schema(bundle_dir)
     names = list(schema.names)
     prefix = f"models:/{name}/{version}#"

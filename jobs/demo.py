@@ -86,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     photoscore(["promote", "--name", MODEL_NAME, "--version", str(latest["lightgbm"]), "--alias", "challenger"])
     step("5. The registry and the parity matrix", ["models", "--name", MODEL_NAME, "--parity"])
     step("6. Score every featured photo locally with the champion's compiled C export",
-         ["score", "--model", f"models:/{MODEL_NAME}@champion", "--format", "m2cgen-c",
+         ["score", "--model", f"models:/{MODEL_NAME}@champion", "--format", "code-c",
           "--features", str(features_dir / "features.parquet"), "--out", str(args.dir / "scores.parquet")])
 
     print("\n== 7. Spark: backfill features and scores with spark-submit (JVM-native scoring), "
           "then the 10 lowest-quality photos by Spark SQL", flush=True)
     run_spark_demo(load_settings(), corpus, args.dir / "tables",
-                   model_uri=f"models:/{MODEL_NAME}@champion", export_format="m2cgen-java")
+                   model_uri=f"models:/{MODEL_NAME}@champion", export_format="code-java")
 
     print("\n== 8. Stream: broker, topics, the PyFlink job; upload the corpus, watch scores and "
           "dead letters arrive, promote the challenger and see the version change", flush=True)

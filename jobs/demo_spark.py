@@ -34,7 +34,7 @@ def _submit(settings: Settings, script: str, args: list[str]) -> str:
 
 
 def run_spark_demo(settings: Settings, corpus_dir: Path | str, tables: Path | str,
-                   model_uri: str | None = None, export_format: str = "m2cgen-java") -> None:
+                   model_uri: str | None = None, export_format: str = "code-java") -> None:
     """Backfill features of `corpus_dir/photos` and scores (JVM-native path by default) into
     `tables`, then print the 10 photos most likely to be low quality via Spark SQL."""
     from jobs.spark_tables import run_sql

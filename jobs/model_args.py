@@ -15,12 +15,14 @@ from udfs.settings import Settings
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--model` and `--format` (dest `export_format`) to a scoring command's parser."""
+    from udfs.formats import formats
+
     parser.add_argument("--model", default=None, metavar="MODEL_URI",
                         help="models:/NAME@ALIAS or models:/NAME/VERSION "
                              "(default: config mlflow.model_name@mlflow.alias)")
     parser.add_argument("--format", dest="export_format", default=None, metavar="FORMAT",
-                        help="the export that scores; `photoscore models --parity` lists a version's "
-                             "(default: config scoring.format)")
+                        help=f"the export that scores: {', '.join(formats())}; `photoscore models --parity` "
+                             "lists a version's (default: config scoring.format)")
 
 
 def model_uri(args: argparse.Namespace, settings: Settings) -> str:

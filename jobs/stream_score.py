@@ -95,118 +95,20 @@ def flink_configuration(settings, restore: str | None):
 # Python intact; `claim` is the message's content_sha256 when it carries a well-formed one, else "".
 # The claim lets the JVM key a photo by its content with no Python operator before the key-by (the
 # scoring operator verifies it); Claimed / Unclaimed split the stream in the JVM.
-METADATA_DESERIALIZER = """
-package photoscore.flink;
-
-import java.io.IOException;
-import java.util.Base64;
-import java.util.regex.Pattern;
-import org.apache.flink.api.common.functions.FilterFunction;
-import org.apache.flink.api.common.typeinfo.TypeInformation;
-import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
-import org.apache.flink.types.Row;
-import org.apache.flink.util.Collector;
-import org.apache.kafka.clients.consumer.ConsumerRecord;
-
-public class RecordWithMetadata implements KafkaRecordDeserializationSchema<Row> {
-    private static final long serialVersionUID = 2L;
-    private static final JsonFactory JSON = new JsonFactory();
-    private static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
-
-    @Override
-    public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<Row> out) {
-        byte[] value = record.value();
-        String line = record.topic() + "\t" + record.partition() + "\t" + record.offset() + "\t"
-                + (value == null ? "-" : "+" + Base64.getEncoder().encodeToString(value));
-        out.collect(Row.of(claimedSha256(value), line));
-    }
-
-    /** The top-level "content_sha256" of a JSON object message when it is 64 lowercase hex digits, else "". */
-    static String claimedSha256(byte[] value) {
-        if (value == null) {
-            return "";
-        }
-        try (JsonParser parser = JSON.createParser(value)) {
-            if (parser.nextToken() != JsonToken.START_OBJECT) {
-                return "";
-            }
-            while (parser.nextToken() == JsonToken.FIELD_NAME) {
-                String name = parser.getCurrentName();
-                JsonToken token = parser.nextToken();
-                if ("content_sha256".equals(name)) {
-                    String claim = token == JsonToken.VALUE_STRING ? parser.getText() : "";
-                    return SHA256.matcher(claim).matches() ? claim : "";
-                }
-                parser.skipChildren();
-            }
-        } catch (IOException | RuntimeException e) {
-            // Not JSON: the Python side dead-letters it with the parse error.
-        }
-        return "";
-    }
-
-    @Override
-    public TypeInformation<Row> getProducedType() {
-        return Types.ROW(Types.STRING, Types.STRING);
-    }
-
-    /** Records whose message claims its content_sha256. */
-    public static class Claimed implements FilterFunction<Row> {
-        private static final long serialVersionUID = 1L;
-
-        @Override
-        public boolean filter(Row row) {
-            return !((String) row.getField(0)).isEmpty();
-        }
-    }
-
-    /** Records that must be read and hashed before they can be keyed. */
-    public static class Unclaimed extends Claimed {
-        private static final long serialVersionUID = 1L;
-
-        @Override
-        public boolean filter(Row row) {
-            return !super.filter(row);
-        }
-    }
-}
-"""
+# Source: jobs/java/RecordWithMetadata.java.
 DESERIALIZER_CLASS = "photoscore.flink.RecordWithMetadata"
 
 
 def metadata_deserializer_jar(cache_dir: Path) -> Path:
-    """Compile METADATA_DESERIALIZER into a jar under `cache_dir` (once per source version)."""
-    import hashlib
-    import shutil
-    import subprocess
-    import tempfile
-
+    """jobs/java/RecordWithMetadata.java compiled against PyFlink's jars into a jar under `cache_dir`
+    (once per source version: udfs/toolchain.py)."""
     import pyflink
 
-    digest = hashlib.sha256(METADATA_DESERIALIZER.encode()).hexdigest()[:12]
-    jar = cache_dir / f"photoscore-kafka-metadata-{digest}.jar"
-    if jar.is_file():
-        return jar
-    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
-    if not javac or not jar_tool:
-        raise SystemExit("stream_score: a JDK (javac, jar) is needed to build the Kafka metadata deserializer")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    lib = Path(pyflink.__file__).parent / "lib"
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src = Path(tmp) / "src" / "photoscore" / "flink" / "RecordWithMetadata.java"
-        src.parent.mkdir(parents=True)
-        src.write_text(METADATA_DESERIALIZER)
-        classes = Path(tmp) / "classes"
-        subprocess.run([javac, "-nowarn", "--release", "11", "-cp", f"{lib}/*", "-d", str(classes), str(src)],
-                       check=True, capture_output=True, text=True)
-        staged = Path(tmp) / jar.name
-        subprocess.run([jar_tool, "cf", str(staged), "-C", str(classes), "."], check=True, capture_output=True)
-        staged.replace(jar)  # atomic: concurrent starts never see half a jar
-    return jar
+    from udfs.toolchain import java_jar, source_text
+
+    return java_jar({"photoscore/flink/RecordWithMetadata.java": source_text("jobs", "java/RecordWithMetadata.java")},
+                    name="photoscore-kafka-metadata", what="the Kafka metadata deserializer", cache_dir=cache_dir,
+                    classpath=f"{Path(pyflink.__file__).parent / 'lib'}/*", release="11", javac_flags=("-nowarn",))
 
 
 def split_record(line: str) -> tuple[bytes | None, str, int, int]:

@@ -45,7 +45,7 @@ def lifecycle_data(features: Path | str, labels: Path | str, target: str) -> Tra
 def measure(settings, name: str, version: int, data: TrainingData, split: str) -> Measured:
     """Score `split` with the version's native export (parity-gated, checksums verified)."""
     from udfs.bundle import read_feature_schema
-    from udfs.scorers import load_scorer
+    from udfs.formats import load_scorer, reference_format
 
     _, _, bundle_dir = resolve_bundle(f"models:/{name}/{version}", settings)
     schema = read_feature_schema(bundle_dir)
@@ -56,7 +56,7 @@ def measure(settings, name: str, version: int, data: TrainingData, split: str) -
     rows = data[split]
     if len(rows.y) == 0:
         raise PhotoscoreError(f"the {split} split is empty: the lifecycle's labels need more source photos")
-    metrics = evaluate(rows.y, load_scorer(bundle_dir, "native").score(rows.X))
+    metrics = evaluate(rows.y, load_scorer(bundle_dir, reference_format().id).score(rows.X))
     return Measured(version, split, metrics["auc"], metrics["pr_auc"], metrics["brier"], metrics["ece"],
                     metrics["rows"])
 

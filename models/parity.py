@@ -1,15 +1,15 @@
 """The parity gate: every export of a bundle must score like the native model, row for row.
 
 Rows scored: the held-out test set plus adversarial rows -
-  * every split threshold of the model (parsed from the native file, models/thresholds.py) as
+  * every split threshold of the model (parsed from the native file, codegen/thresholds.py) as
     float32 inputs on and next to it: the largest float32 <= t, the smallest >= t, and their outer
     neighbours, so a `<` versus `<=` or a float32 rounding of a float64 threshold shows up;
   * per feature, the training min and max, 0, ten times the max and +-1e9, each on a median row;
   * an all-zero row and all-min / all-max rows.
 
-Tolerances (max |score - native score|):
+Tolerances (max |score - native score|), by the precision each format declares (udfs/formats/):
   * FLOAT64_TOLERANCE = 1e-6 when both sides compute in float64 (LightGBM, CatBoost and the
-    linear model natively; m2cgen's generated Python/Java/C, which use doubles).
+    linear model natively; the generated Python/Java/C, which use doubles).
   * FLOAT32_TOLERANCE = 1e-5 when either side computes in float32: ONNX tree ensembles and linear
     classifiers accumulate in float32, and XGBoost itself sums its leaves in float32. Summing T
     leaf values in float32 costs at most about T * |margin| * 2**-24 on the margin, typically
@@ -30,25 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from models.thresholds import split_thresholds
+from codegen.thresholds import split_thresholds
 from udfs.bundle import PARITY_REPORT, read_manifest
-from udfs.scorers import formats as registered_formats
-from udfs.scorers import load_scorer
+from udfs.formats import TOLERANCES, all_formats, get_format, load_unchecked, reference_format, stored_cell
 
-FLOAT64_TOLERANCE = 1e-6
-FLOAT32_TOLERANCE = 1e-5
-REFERENCE = "native"
-# Which side of each comparison computes in float32 (everything else is float64).
+FLOAT64_TOLERANCE = TOLERANCES["float64"]
+FLOAT32_TOLERANCE = TOLERANCES["float32"]
+# Model types whose own library computes in float32 (the exports' precision is in udfs/formats/).
 FLOAT32_NATIVE = {"xgboost"}
-FLOAT32_EXPORTS = {"onnx"}
 LARGE = 1e9
 
 
 def tolerance(model_type: str, export_format: str) -> tuple[float, str]:
     """(tolerance, precision label) for comparing `export_format` with the native model."""
-    if model_type in FLOAT32_NATIVE or export_format in FLOAT32_EXPORTS:
-        return FLOAT32_TOLERANCE, "float32"
-    return FLOAT64_TOLERANCE, "float64"
+    precision = "float32" if model_type in FLOAT32_NATIVE else get_format(export_format).precision
+    return TOLERANCES[precision], precision
 
 
 def _neighbours(t: float) -> set[np.float32]:
@@ -114,21 +110,22 @@ def run_parity_gate(bundle_dir: Path | str, test_X: np.ndarray, train_X: np.ndar
     test_X = np.asarray(test_X, dtype=np.float32)
     adversarial = adversarial_rows(split_thresholds(bundle_dir), train_X)
     X = np.vstack([test_X, adversarial]) if len(test_X) else adversarial
-    reference = load_scorer(bundle_dir, REFERENCE).score(X)
-    known = set(registered_formats())
+    ref = reference_format()
+    reference = load_unchecked(bundle_dir, ref.id).score(X)
+    listed = manifest.get("exports", {})
     exports: dict[str, Any] = {}
-    for fmt, info in sorted(manifest.get("exports", {}).items()):
-        if fmt == REFERENCE:
+    for fmt in all_formats():
+        if fmt.reference:
             continue
-        tol, precision = tolerance(model_type, fmt)
+        info = stored_cell(listed, fmt.id) or {"available": False, "reason": "not built"}
+        tol, precision = tolerance(model_type, fmt.id)
         cell: dict[str, Any] = {"tolerance": tol, "precision": precision}
-        if not (info or {}).get("available", False):
-            cell.update(status="not_available", reason=(info or {}).get("reason", "not built"))
-        elif fmt not in known:
-            cell.update(status="not_available", reason=f"no scorer is registered for {fmt!r}")
+        if not info.get("available", False):
+            cell.update(status="not_available", reason=info.get("reason", "not built"))
         else:
             try:
-                scores = np.asarray(load_scorer(bundle_dir, fmt).score(X), dtype=np.float64).reshape(-1)
+                # The gate measures an export it has not judged yet: the one unchecked load.
+                scores = np.asarray(load_unchecked(bundle_dir, fmt.id).score(X), dtype=np.float64).reshape(-1)
                 if scores.shape != reference.shape:
                     raise ValueError(f"returned {scores.shape[0]} scores for {len(X)} rows")
                 if not np.all(np.isfinite(scores)):
@@ -138,10 +135,10 @@ def run_parity_gate(bundle_dir: Path | str, test_X: np.ndarray, train_X: np.ndar
                 cell["status"] = "passed" if cell["max_abs_diff"] <= tol else "failed"
             except Exception as exc:  # any failure of an export is a gate failure, reported
                 cell.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        exports[fmt] = cell
+        exports[fmt.id] = cell
     failed = sorted(f for f, c in exports.items() if c["status"] == "failed")
     return {
-        "reference": REFERENCE,
+        "reference": ref.id,
         "model_type": model_type,
         "rows": {"test": int(len(test_X)), "adversarial": int(len(adversarial)), "total": int(len(X))},
         "tolerances": {"float64": FLOAT64_TOLERANCE, "float32": FLOAT32_TOLERANCE},

@@ -4,7 +4,8 @@ MLflow stores this file as the model's code and the bundle directory as its `bun
 load it runs this file, so nothing is ever pickled. `predict` takes a DataFrame with the bundle's
 feature columns and returns positive-class probabilities through the scorer registry - unlike
 MLflow's stock XGBoost flavour, whose pyfunc returns class labels for an XGBClassifier.
-The export format is a predict parameter (`params={"export_format": "onnx"}`), default native.
+The export format is a predict parameter (`params={"export_format": <id>}`, udfs/formats/),
+default the reference format.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from mlflow.pyfunc import PythonModel
 
 from udfs.bundle import read_feature_schema, verify_bundle
 from udfs.errors import PhotoscoreError
-from udfs.scorers import load_scorer
+from udfs.formats import load_scorer, reference_format
 
 BUNDLE_ARTIFACT = "bundle"
-DEFAULT_FORMAT = "native"
 
 
 class PhotoscoreModel(PythonModel):
@@ -38,7 +38,7 @@ class PhotoscoreModel(PythonModel):
         return self._scorers[export_format]
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
-        export_format = (params or {}).get("export_format") or DEFAULT_FORMAT
+        export_format = (params or {}).get("export_format") or reference_format().id
         missing = [n for n in self.schema.names if n not in model_input.columns]
         if missing:
             raise PhotoscoreError(f"model input lacks feature columns {missing}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from udfs.bundle import read_feature_schema, read_parity_report, verify_bundle
 from udfs.errors import PhotoscoreError
+from udfs.formats import all_formats, reference_format, stored_cell
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,19 @@ def signature_for(bundle_dir: Path):
     return ModelSignature(
         inputs=Schema([ColSpec("float", name) for name in schema.names]),
         outputs=Schema([TensorSpec(np.dtype("float64"), (-1,), "probability")]),
-        params=ParamSchema([ParamSpec("export_format", "string", "native")]),
+        params=ParamSchema([ParamSpec("export_format", "string", reference_format().id)]),
     )
+
+
+def pip_requirements(built) -> list[str]:
+    """The registered model's pip requirements: the pyfunc's own, the model type's library, and
+    those of every export format the bundle carries."""
+    exports = built.parity.get("exports", {})
+    extra = [req for fmt in all_formats()
+             if fmt.reference or (stored_cell(exports, fmt.id) or {}).get("status") == "passed"
+             for req in fmt.requirements]
+    library = built.model_type if built.model_type != "logreg" else "scikit-learn"
+    return list(dict.fromkeys(["mlflow", "numpy", "pandas", library, *extra]))
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:
@@ -127,8 +139,7 @@ def _log_and_register(mlflow, experiment_id: str, built, staged: Path, name: str
             artifacts={"bundle": str(staged)},
             signature=signature_for(built.bundle_dir),
             # Explicit requirements: inferring them would load the model in a subprocess.
-            pip_requirements=["mlflow", "numpy", "pandas", "onnxruntime", built.model_type
-                              if built.model_type != "logreg" else "scikit-learn"],
+            pip_requirements=pip_requirements(built),
         )
     test_auc = built.metrics.get("test", {}).get("auc", float("nan"))
     tags = {

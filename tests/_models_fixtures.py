@@ -10,6 +10,7 @@ by the test modules through `built_bundle`, which memoises on the session's tmp_
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import pytest
 from models.build import BuiltBundle, build_bundle
 from models.data import TrainingData, load_training_data
 from models.trainers import TrainParams
-from udfs.bundle import ONNX_FILE, MODEL_TYPES, write_checksums
+from udfs.bundle import C_SOURCE, CPP_SOURCE, JAVA_DIR, MODEL_TYPES, ONNX_FILE, PY_SOURCE, write_checksums
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
+from udfs.formats import get_format
 
 SMALL = TrainParams(trees=40, depth=5, threads=2)
 _CACHE: dict = {}
@@ -143,3 +145,57 @@ def perturb_onnx(bundle_dir: Path, delta: float = 0.5, reseal: bool = True) -> s
     if reseal:
         write_checksums(bundle_dir)
     return what
+
+
+# Deliberate corruption of a generated-code export, for tests that a parity check catches it.
+_NUM = r"-?(?:0x[0-9a-fA-F.]+p[-+]?\d+|[0-9][0-9.]*(?:[eE][-+]?\d+)?)f?"
+# (generated file, pattern) in order of preference; group 2 is the number changed: the first tree's
+# first leaf where there are trees, else the first coefficient of a linear model.
+_LEAF_TARGETS = [
+    (PY_SOURCE, rf"(leaf_values = \[\s*\[)({_NUM})"), (PY_SOURCE, rf"(var\d+ = )({_NUM})\n"),
+    (PY_SOURCE, rf"(\* )({_NUM})"),
+    (f"{JAVA_DIR}/ScorePart0.java", rf"(var\d+ = )({_NUM});"), (f"{JAVA_DIR}/ScorePart0.java", rf"(\* )({_NUM})"),
+    (CPP_SOURCE, rf"(LeafValues\[\d+\]\[\d+\] = \{{\s*\{{)({_NUM})"),
+    (C_SOURCE, rf"(ps_leaf\[\d+\]\[\d+\] = \{{\n  \{{)({_NUM})"), (C_SOURCE, rf"(\* )({_NUM})"),
+]
+
+
+def _shift(literal: str, delta: float) -> str:
+    suffix = "f" if literal.endswith("f") and "x" in literal else ""
+    body = literal[: -len(suffix)] if suffix else literal
+    value = float.fromhex(body) if "x" in body else float(body)
+    return (value + delta).hex() + suffix if "x" in body else repr(value + delta)
+
+
+def _format_sources(bundle_dir: Path, format_id: str) -> set[str]:
+    """The generated source files of an export, from its format's `files` (udfs/formats/)."""
+    found = set()
+    for entry in get_format(format_id).files:
+        for name in entry.split(" | "):
+            found.update(p.relative_to(bundle_dir).as_posix() for p in bundle_dir.glob(name))
+    return found
+
+
+def perturb_leaf(bundle_dir: Path, format_id: str, delta: float = 0.5) -> str:
+    """Add `delta` to one leaf (or coefficient) in the generated source of `format_id` and rebuild
+    it; rows reaching that leaf move. Returns a description of the change."""
+    import codegen
+
+    bundle_dir = Path(bundle_dir)
+    sources = _format_sources(bundle_dir, format_id)
+    for rel, pattern in _LEAF_TARGETS:
+        if rel not in sources:
+            continue
+        path = bundle_dir / rel
+        text = path.read_text()
+        match = re.search(pattern, text)
+        if match is None:
+            continue
+        new = _shift(match.group(2), delta)
+        path.write_text(text[: match.start(2)] + new + text[match.end(2):])
+        if rel in (C_SOURCE, CPP_SOURCE):
+            codegen.build_c(bundle_dir)
+        elif rel.endswith(".java"):
+            codegen.build_java(bundle_dir)
+        return f"{rel}: {match.group(2)} -> {new}"
+    raise AssertionError(f"perturb_leaf: no leaf found in the {format_id} sources of {bundle_dir}")

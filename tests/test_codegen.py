@@ -1,4 +1,4 @@
-"""Generated-code exports (codegen/ + udfs/scorers/m2cgen_*) against each library's native predict."""
+"""Generated-code exports (codegen/ + udfs/formats/code_*) against each library's native predict."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 
 import codegen
+from _models_fixtures import perturb_leaf
 from codegen.assemble import BundleModel, xgboost_base_score
-from models.thresholds import float32_threshold
+from codegen.thresholds import float32_threshold
 from udfs.bundle import write_checksums
-from udfs.scorers import load_scorer
+from udfs.formats import get_format, load_unchecked
+
+# The generated-code formats (udfs/formats/code_*.py). Bundles here are written by hand, without a
+# parity gate, so scorers load through load_unchecked: these tests are the check.
+CODE_FORMATS = ("code-python", "code-java", "code-c")
 
 N_FEATURES = 20
 TOL = 1e-6
@@ -61,8 +66,9 @@ def write_bundle(bundle_dir: Path, model_type: str, n_trees: int = 30, depth: in
 
 
 def generate(bundle_dir: Path) -> dict:
-    """generate_exports, then the checksums the models engineer's bundle writer adds (load verifies)."""
-    exports = codegen.generate_exports(bundle_dir)
+    """Every generated-code format's build step, then the checksums the bundle writer adds (load
+    verifies them): {format id: manifest cell}."""
+    exports = {fmt: get_format(fmt).export(bundle_dir) for fmt in CODE_FORMATS}
     write_checksums(bundle_dir)
     return exports
 
@@ -142,16 +148,16 @@ def bundle(request, tmp_path_factory):
     return request.param, bundle_dir, generate(bundle_dir)
 
 
-@pytest.mark.parametrize("fmt", codegen.FORMATS)
+@pytest.mark.parametrize("fmt", CODE_FORMATS)
 def test_exports_match_native_on_random_and_threshold_rows(bundle, fmt):
     model_type, bundle_dir, exports = bundle
-    if model_type == "catboost" and fmt == "m2cgen-java":
+    if model_type == "catboost" and fmt == "code-java":
         assert exports[fmt]["available"] is False and "Java" in exports[fmt]["reason"]
         return
     assert exports[fmt]["available"], exports[fmt]
     for rel in exports[fmt]["files"]:
         assert (bundle_dir / rel).is_file(), rel
-    scorer = load_scorer(bundle_dir, fmt)
+    scorer = load_unchecked(bundle_dir, fmt)
     assert scorer.format == fmt
     x, _ = synthetic(500, seed=7)
     points = split_points(bundle_dir, model_type)
@@ -173,11 +179,11 @@ def test_java_trees_use_the_flat_layout_of_the_c_export(bundle):
     assert has_forest == (model_type in ("xgboost", "lightgbm"))
     x, _ = synthetic(400, seed=13)
     x = np.vstack([x, threshold_rows(split_points(bundle_dir, model_type))]) if has_forest else x
-    java, c = load_scorer(bundle_dir, "m2cgen-java").score(x), load_scorer(bundle_dir, "m2cgen-c").score(x)
+    java, c = load_unchecked(bundle_dir, "code-java").score(x), load_unchecked(bundle_dir, "code-c").score(x)
     np.testing.assert_allclose(java, c, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("fmt", codegen.FORMATS)
+@pytest.mark.parametrize("fmt", CODE_FORMATS)
 def test_missing_values_follow_native_default_directions(bundle, fmt):
     model_type, bundle_dir, exports = bundle
     if model_type not in ("xgboost", "lightgbm"):
@@ -185,21 +191,21 @@ def test_missing_values_follow_native_default_directions(bundle, fmt):
     x, _ = synthetic(300, seed=11)
     rng = np.random.default_rng(3)
     x[rng.random(x.shape) < 0.15] = np.nan
-    got = load_scorer(bundle_dir, fmt).score(x)
+    got = load_unchecked(bundle_dir, fmt).score(x)
     np.testing.assert_allclose(got, native_predict(bundle_dir, model_type, x), rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("fmt", codegen.FORMATS)
+@pytest.mark.parametrize("fmt", CODE_FORMATS)
 def test_perturbed_leaf_is_detected(bundle, fmt, tmp_path):
     model_type, bundle_dir, exports = bundle
     if not exports[fmt]["available"]:
         pytest.skip(exports[fmt]["reason"])
     copy = shutil.copytree(bundle_dir, tmp_path / "bundle")
     x, _ = synthetic(2000, seed=5)
-    before = load_scorer(copy, fmt).score(x)
-    what = codegen.perturb_leaf(copy, fmt)
+    before = load_unchecked(copy, fmt).score(x)
+    what = perturb_leaf(copy, fmt)
     write_checksums(copy)  # as if the corruption had happened before the checksums were taken
-    after = load_scorer(copy, fmt).score(x)
+    after = load_unchecked(copy, fmt).score(x)
     assert np.abs(after - before).max() > 1e-3, what
     assert np.abs(after - native_predict(copy, model_type, x)).max() > TOL
 
@@ -231,7 +237,7 @@ def test_early_stopped_xgboost_uses_best_iteration(tmp_path):
     m.save_model(bundle_dir / "model.json")
     generate(bundle_dir)
     xt, _ = synthetic(400, seed=2)
-    got = load_scorer(bundle_dir, "m2cgen-c").score(xt)
+    got = load_unchecked(bundle_dir, "code-c").score(xt)
     np.testing.assert_allclose(got, native_predict(bundle_dir, "xgboost", xt), rtol=0, atol=TOL)
 
 
@@ -249,7 +255,7 @@ def test_wrong_feature_count_is_refused(bundle):
     from udfs.errors import PhotoscoreError
 
     with pytest.raises(PhotoscoreError, match="feature matrix"):
-        load_scorer(bundle_dir, "m2cgen-c").score(np.zeros((3, N_FEATURES + 1), dtype=np.float32))
+        load_unchecked(bundle_dir, "code-c").score(np.zeros((3, N_FEATURES + 1), dtype=np.float32))
 
 
 def test_bundle_without_model_type_names_the_file(tmp_path):
@@ -257,8 +263,9 @@ def test_bundle_without_model_type_names_the_file(tmp_path):
 
     (tmp_path / "bundle.json").write_text(json.dumps({"bundle_version": 1, "model_type": "svm"}))
     (tmp_path / "feature_schema.json").write_text(json.dumps({"features": [{"name": "a"}]}))
-    with pytest.raises(PhotoscoreError, match="bundle.json"):
-        codegen.generate_exports(tmp_path)
+    for export in (codegen.export_python, codegen.export_java, codegen.export_c):
+        with pytest.raises(PhotoscoreError, match="bundle.json"):
+            export(tmp_path)
     assert BundleModel  # the dataclass stays importable for callers
 
 
@@ -271,6 +278,6 @@ def test_default_size_compiles_in_java_and_c(model_type, tmp_path):
     x, _ = synthetic(1000, seed=4)
     x = np.vstack([x, threshold_rows(split_points(bundle_dir, model_type)[:3000])])
     expected = native_predict(bundle_dir, model_type, x)
-    for fmt in ("m2cgen-java", "m2cgen-c"):
+    for fmt in ("code-java", "code-c"):
         assert exports[fmt]["available"], exports[fmt]
-        np.testing.assert_allclose(load_scorer(bundle_dir, fmt).score(x), expected, rtol=0, atol=TOL)
+        np.testing.assert_allclose(load_unchecked(bundle_dir, fmt).score(x), expected, rtol=0, atol=TOL)

@@ -17,7 +17,7 @@ from udfs.bundle import (CHECKSUMS, MODEL_TYPES, NATIVE_FILES, read_feature_sche
                          sha256_file, verify_bundle, write_checksums)
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
-from udfs.scorers import load_scorer
+from udfs.formats import formats, load_scorer
 
 
 # --- splits -------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_bundle_layout(bundle):
     manifest = read_manifest(d)
     assert manifest["bundle_version"] == 1
     assert manifest["native_file"] == NATIVE_FILES[bundle.model_type]
-    assert {"native", "onnx", "m2cgen-python", "m2cgen-java", "m2cgen-c"} <= set(manifest["exports"])
+    assert set(formats()) <= set(manifest["exports"])
     schema = read_feature_schema(d)
     assert schema.names == FEATURE_NAMES and set(schema.dtypes) == {"float32"}
     assert schema.feature_version == FEATURE_VERSION

@@ -6,38 +6,20 @@ import onnx
 import pytest
 
 from _models_fixtures import (bundle, built_bundle, copy_bundle, model_data, model_frames,  # noqa: F401
-                              perturb_onnx, synthetic_frames, write_frames)
-from models.build import CODEGEN_FORMATS, build_bundle
+                              perturb_leaf, perturb_onnx, synthetic_frames, write_frames)
+from codegen.onnx_export import ONNX_OPSET, normalise_output
+from codegen.thresholds import split_thresholds
+from models.build import build_bundle
 from models.data import load_training_data
-from models.onnx_export import ONNX_OPSET, normalise_output
 from models.parity import (FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, adversarial_rows, describe_failures,
                            run_parity_gate, tolerance)
-from models.thresholds import split_thresholds
 from models.trainers import TrainParams
-from udfs.bundle import MODEL_TYPES, native_path, read_parity_report, write_checksums
+from udfs.bundle import MODEL_TYPES, native_path, write_checksums
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
-from udfs.scorers import load_scorer
+from udfs.formats import all_formats, load_scorer
 
-EXPORTS = ("onnx", *CODEGEN_FORMATS)
-
-
-@pytest.mark.parametrize("export_format", EXPORTS)
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_export_matches_native(model_type, export_format, model_data, tmp_path_factory):
-    built = built_bundle(model_type, model_data, tmp_path_factory)
-    report = read_parity_report(built.bundle_dir)
-    cell = report["exports"][export_format]
-    if cell["status"] == "not_available":
-        assert cell["reason"], "an unavailable export must say why"
-        pytest.skip(f"{export_format} not available for {model_type}: {cell['reason']}")
-    assert cell["status"] == "passed", cell
-    assert cell["max_abs_diff"] <= cell["tolerance"] == tolerance(model_type, export_format)[0]
-    # Re-score independently of the stored report: the test rows plus the adversarial rows.
-    X = np.vstack([model_data["test"].X,
-                   adversarial_rows(split_thresholds(built.bundle_dir), model_data["train"].X)])
-    native = load_scorer(built.bundle_dir, "native").score(X)
-    export = load_scorer(built.bundle_dir, export_format).score(X)
-    assert np.max(np.abs(export - native)) <= cell["tolerance"]
+EXPORTS = tuple(f.id for f in all_formats() if not f.reference)
+CODE_FORMATS = ("code-python", "code-java", "code-c")
 
 
 def test_report_shape(bundle):
@@ -52,9 +34,9 @@ def test_report_shape(bundle):
 
 
 def test_tolerances_follow_precision():
-    assert tolerance("lightgbm", "m2cgen-c") == (1e-6, "float64")
+    assert tolerance("lightgbm", "code-c") == (1e-6, "float64")
     assert tolerance("lightgbm", "onnx") == (FLOAT32_TOLERANCE, "float32")
-    assert tolerance("xgboost", "m2cgen-python") == (FLOAT32_TOLERANCE, "float32")  # XGBoost sums in float32
+    assert tolerance("xgboost", "code-python") == (FLOAT32_TOLERANCE, "float32")  # XGBoost sums in float32
 
 
 def test_adversarial_rows_probe_every_threshold(model_data, tmp_path_factory):
@@ -82,14 +64,13 @@ def test_gate_blocks_a_broken_onnx_export(bundle, model_data, tmp_path):
     assert line.startswith("export onnx: max |score - native| =") and "tolerance" in line
 
 
-@pytest.mark.parametrize("export_format", CODEGEN_FORMATS)
+@pytest.mark.parametrize("export_format", CODE_FORMATS)
 def test_gate_blocks_a_broken_generated_export(export_format, model_data, tmp_path_factory, tmp_path):
-    codegen = pytest.importorskip("codegen")
     built = built_bundle("lightgbm", model_data, tmp_path_factory)
     if built.parity["exports"][export_format]["status"] == "not_available":
         pytest.skip(built.parity["exports"][export_format]["reason"])
     d = copy_bundle(built, tmp_path / "bundle")
-    codegen.perturb_leaf(d, export_format)
+    perturb_leaf(d, export_format)
     write_checksums(d)
     report = run_parity_gate(d, model_data["test"].X, model_data["train"].X)
     assert report["failed"] == [export_format], report["exports"][export_format]
@@ -161,8 +142,8 @@ def test_lightgbm_onnx_reads_near_zero_inputs_as_lightgbm_does(tmp_path):
     import lightgbm as lgb
     import onnxruntime as ort
 
-    from models.onnx_export import _lightgbm
-    from models.thresholds import LIGHTGBM_ZERO, lightgbm_thresholds
+    from codegen.onnx_export import _lightgbm
+    from codegen.thresholds import LIGHTGBM_ZERO, lightgbm_thresholds
 
     rng = np.random.default_rng(0)
     X = rng.normal(0, 1, (4000, 2)).astype(np.float32)

@@ -11,7 +11,7 @@ from jobs.cli import main as cli
 from jobs.config import load_settings
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES
-from udfs.scorers import load_scorer
+from udfs.formats import load_scorer
 
 
 @pytest.mark.integration
@@ -131,19 +131,19 @@ def test_cli_train_promote_models_score(model_frames, tmp_path, monkeypatch, cap
     assert "registered cli_model version 1 (parity passed)" in out and "auc=" in out and "ece=" in out
 
     # A broken exporter: the gate fails, the CLI names the export and the size, exits non-zero.
-    import models.build as build
-    real_export = build.export_onnx
+    import codegen.onnx_export as onnx_export  # the onnx format's build step (udfs/formats/onnx.py)
+    real_export = onnx_export.export_onnx
 
     def broken_export(bundle_dir):
         path = real_export(bundle_dir)
         perturb_onnx(bundle_dir, reseal=False)
         return path
 
-    monkeypatch.setattr(build, "export_onnx", broken_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", broken_export)
     assert cli(base + ["--model", "logreg"]) == 3
     out = capsys.readouterr().out
     assert "parity gate FAILED: export onnx: max |score - native| =" in out
-    monkeypatch.setattr(build, "export_onnx", real_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", real_export)
 
     assert cli(["promote", "--name", "cli_model", "--version", "2", "--alias", "champion"]) == 1
     assert "failed its parity gate" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from udfs.features import FEATURE_NAMES, content_sha256, extract_batch
 
 pytestmark = pytest.mark.integration
 
-FORMATS = ("native", "onnx", "m2cgen-c", "m2cgen-java")
+FORMATS = ("native", "onnx", "code-c", "code-java")
 MODEL = "models:/photo_quality@champion"
 
 
@@ -88,7 +88,7 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
     from jobs.cli import main as cli_main
     from models.registry import resolve_bundle
     from udfs.bundle import read_parity_report
-    from udfs.spark_jvm import JVM_FORMATS, score_rows_jvm
+    from udfs.spark_jvm import jvm_formats, score_rows_jvm
     from udfs.spark_udfs import python_udfs_in_plan
 
     root, _, config = backfilled
@@ -127,7 +127,7 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
         "photo_id", "content_sha256", *[F.col(n).cast("float") for n in names])
     holed = features.withColumn(names[3], F.when(F.col("content_sha256") == min(base), None)
                                 .otherwise(F.col(names[3])))
-    for fmt in JVM_FORMATS:
+    for fmt in jvm_formats():
         jvm = score_rows_jvm(spark, holed, bundle, names, fmt, config.home / "spark" / "udf-jars", block_rows=7)
         assert python_udfs_in_plan(jvm) == []
         assert jvm.columns == ["photo_id", "content_sha256", "score"]

@@ -35,7 +35,7 @@ def _uploads(paths, prefix="", claim=False):
 def _expected_scores(corpus_features, bundle_dir, version):
     from udfs.scoring import score_frame
     from udfs.bundle import read_feature_schema
-    from udfs.scorers import load_scorer
+    from udfs.formats import load_scorer
 
     out = score_frame(corpus_features, load_scorer(bundle_dir, "native"), read_feature_schema(bundle_dir),
                       MODEL, version, "batch").scores

@@ -14,7 +14,7 @@ from udfs.bundle import read_feature_schema
 from udfs.decode import DecodeLimits
 from udfs.features import FEATURE_NAMES
 from udfs.messages import encode_upload
-from udfs.scorers import load_scorer
+from udfs.formats import load_scorer
 from udfs.stream_scoring import DLQ, SCORES, ModelHolder, load_model, prepare, process_keyed, process_message
 
 LIMITS = DecodeLimits()

@@ -6,6 +6,8 @@ A bundle is a directory holding every export of one model version:
     <native file>        model.json (XGBoost) | model.txt (LightGBM) | model.cbm (CatBoost)
                          | coefficients.json (logistic regression)
     model.onnx           output "probability": float32 (n,), the positive-class probability
+    score.py | java/*.java + score.jar | score.c or score.cpp + libscore.so
+                         generated code (codegen/) of the udfs/formats/code_*.py exports
     feature_schema.json  {"feature_version": 1, "features": [{"name": ..., "dtype": "float32"}, ...]}
     parity_report.json   every export vs native (models/parity.py)
     checksums.json       {"algorithm": "sha256", "files": {relative path: hex digest}}
@@ -32,6 +34,14 @@ FEATURE_SCHEMA = "feature_schema.json"
 PARITY_REPORT = "parity_report.json"
 CHECKSUMS = "checksums.json"
 ONNX_FILE = "model.onnx"
+ONNX_OUTPUT = "probability"
+PY_SOURCE = "score.py"
+JAVA_DIR = "java"
+JAR = "score.jar"
+JAVA_PACKAGE = "photoscore.generated"  # of the generated classes in score.jar
+C_SOURCE = "score.c"
+CPP_SOURCE = "score.cpp"
+C_LIBRARY = "libscore.so"
 NATIVE_FILES = {
     "xgboost": "model.json",
     "lightgbm": "model.txt",

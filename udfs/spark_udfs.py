@@ -3,7 +3,7 @@ backfill and the Arrow scoring UDF of the Python exports (the JVM-native scoring
 code is udfs/spark_jvm.py).
 
 Nothing here decides a feature or a score: hashing and extraction are `udfs.features`, scoring is
-a `udfs.scorers` scorer over the float32 matrix `udfs.scoring.score_frame` builds, so Spark, Flink
+a `udfs.formats` scorer over the float32 matrix `udfs.scoring.score_frame` builds, so Spark, Flink
 and the local CLI give the same rows. These functions only move Arrow/pandas batches in and out
 and load things once per worker.
 """
@@ -135,7 +135,7 @@ def bundle_on_worker(bundle_name: str, driver_path: str) -> Path:
 
 def cached_scorer(bundle_dir: Path, export_format: str):
     """Load one export once per Python worker process (workers are reused across tasks)."""
-    from udfs.scorers import load_scorer
+    from udfs.formats import load_scorer
 
     key = (str(bundle_dir), export_format)
     if key not in _SCORERS:

@@ -88,7 +88,7 @@ class LoadedModel:
 def load_model(name: str, version: int, bundle_dir: Path, export_format: str) -> LoadedModel:
     """Load (checksums verified) one export of a resolved bundle."""
     from udfs.bundle import read_feature_schema
-    from udfs.scorers import load_scorer
+    from udfs.formats import load_scorer
 
     scorer = load_scorer(bundle_dir, export_format)
     schema = read_feature_schema(bundle_dir)
@@ -96,7 +96,7 @@ def load_model(name: str, version: int, bundle_dir: Path, export_format: str) ->
     if unknown:
         raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
                               f"feature version {FEATURE_VERSION} does not compute")
-    return LoadedModel(name, int(version), export_format, scorer, schema,
+    return LoadedModel(name, int(version), scorer.format, scorer, schema,  # the id, not an old alias
                        tuple(FEATURE_NAMES.index(n) for n in schema.names))
 
 

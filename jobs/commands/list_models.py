@@ -2,8 +2,6 @@
 `--parity` adds the parity matrix (max |export - native| per export, against each tolerance)."""
 from __future__ import annotations
 
-PARITY_FORMATS = ("onnx", "m2cgen-python", "m2cgen-java", "m2cgen-c")
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list registered model versions", description=__doc__)
@@ -44,13 +42,15 @@ def run(args, settings) -> int:
     if args.parity:
         from models.registry import resolve_bundle
         from udfs.bundle import read_parity_report
+        from udfs.formats import all_formats, stored_cell
 
+        gated = [f.id for f in all_formats() if not f.reference]
         print("\nparity matrix: max |export - native| on held-out + adversarial rows (n/a: no such export)")
-        matrix = [("name", "version", "model_type", *PARITY_FORMATS)]
+        matrix = [("name", "version", "model_type", *gated)]
         for r in rows:
             _, _, bundle = resolve_bundle(f"models:/{r['name']}/{r['version']}", settings, allow_failed_parity=True)
             exports = read_parity_report(bundle)["exports"]
             matrix.append((r["name"], str(r["version"]), r["model_type"],
-                           *(parity_cell(exports.get(fmt)) for fmt in PARITY_FORMATS)))
+                           *(parity_cell(stored_cell(exports, fmt)) for fmt in gated)))
         _print_table(matrix)
     return 0

@@ -29,11 +29,11 @@ def run(args, settings) -> int:
     from udfs.scoring import score_frame
     from udfs.bundle import read_feature_schema
     from udfs.errors import PhotoscoreError
-    from udfs.scorers import load_scorer
+    from udfs.formats import load_scorer
 
     fmt = export_format(args, settings)
     name, version, bundle_dir = resolve_bundle(model_uri(args, settings), settings)
-    scorer = load_scorer(bundle_dir, fmt)
+    scorer = load_scorer(bundle_dir, fmt, threads=settings.scoring.threads)
     try:
         features = pd.read_parquet(args.features)
     except (OSError, ValueError) as exc:
@@ -42,6 +42,6 @@ def run(args, settings) -> int:
                          source_ref=str(args.features), source="batch")
     write_parquet_atomic(result.scores, args.out)
     write_parquet_atomic(result.quarantine, quarantine_path(args.out))
-    print(f"model={name}/{version} format={fmt} inputs={len(features)} "
+    print(f"model={name}/{version} format={scorer.format} inputs={len(features)} "
           f"scored={len(result.scores)} quarantined={len(result.quarantine)}")
     return 0

@@ -2,7 +2,7 @@
 
 Values exactly on a split threshold are where exports disagree first (a float32 rounding of a
 float64 threshold, `<` versus `<=`), so the parity gate probes every one of them, and the ONNX
-export of LightGBM uses them to place its float32 thresholds (models/onnx_export.py).
+export of LightGBM uses them to place its float32 thresholds (codegen/onnx_export.py).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Converters: onnxmltools for XGBoost and LightGBM (it supports ONNX opsets <= 15,
 pinned to 15: asking for more raises), CatBoost's own ONNX export, skl2onnx for the linear model.
 Every converter names and shapes its outputs differently (a label plus an (n, 2) tensor, or a
 ZipMap sequence of dicts), so the graph is rewritten to end in one float32 (n,) tensor named
-`probability`, the positive-class probability - the contract of udfs/scorers/onnx.py.
+`probability`, the positive-class probability - the contract of udfs/formats/onnx.py.
 
 The ONNX is built from the native file already in the bundle, not from the in-memory model, so
 both exports provably come from the same bytes.
@@ -19,10 +19,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.thresholds import float32_threshold, lightgbm_threshold, lightgbm_thresholds
-from udfs.bundle import ONNX_FILE, native_path, read_feature_schema, read_manifest
+from codegen.thresholds import float32_threshold, lightgbm_threshold, lightgbm_thresholds
+from udfs.bundle import ONNX_FILE, ONNX_OUTPUT, native_path, read_feature_schema, read_manifest
 from udfs.errors import PhotoscoreError
-from udfs.scorers.onnx import OUTPUT_NAME
 
 ONNX_OPSET = 15        # onnxmltools 1.16 converts to opsets <= 15 only
 ONNX_ML_OPSET = 3      # ai.onnx.ml version that goes with opset 15 (TreeEnsemble*, LinearClassifier)
@@ -102,7 +101,7 @@ def round_thresholds_down(model: onnx.ModelProto, thresholds: dict[int, np.ndarr
     them as float32, rounded to nearest. When that rounds *up* to a float32 value v, an input equal
     to v goes left in ONNX and right in LightGBM: a whole leaf's difference. And LightGBM reads
     any |x| <= 1e-35f as 0.0, which moves the outcome of thresholds in [-1e-35, 1e-35)
-    (`models.thresholds.lightgbm_threshold`). So each BRANCH_LEQ threshold is mapped back to its
+    (`codegen.thresholds.lightgbm_threshold`). So each BRANCH_LEQ threshold is mapped back to its
     float64 original (the feature's thresholds that round to it) and replaced by the largest
     float32 <= the original's effective threshold. Returns how many thresholds moved.
     """
@@ -158,13 +157,13 @@ def normalise_output(model: onnx.ModelProto) -> onnx.ModelProto:
     # initializer must also be declared as a graph input.
     graph.node.append(helper.make_node("Constant", [], ["positive_class"], name="positive_class_index",
                                        value=numpy_helper.from_array(np.array(1, dtype=np.int64))))
-    graph.node.append(helper.make_node("Gather", [source, "positive_class"], [OUTPUT_NAME], axis=1,
+    graph.node.append(helper.make_node("Gather", [source, "positive_class"], [ONNX_OUTPUT], axis=1,
                                        name="positive_class_probability"))
     del graph.output[:]
     if not any(op.domain in ("", "ai.onnx") for op in model.opset_import):
         # CatBoost's graph imports only ai.onnx.ml; Gather lives in the default domain.
         model.opset_import.append(helper.make_opsetid("", ONNX_OPSET))
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None]))
+    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, [None]))
     return model
 
 
