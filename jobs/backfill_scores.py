@@ -113,7 +113,7 @@ def scores_of(spark, settings: Settings, todo, bundle_dir: Path, names, export_f
     archive = bundle_archive(bundle_dir, settings.home / "spark" / "bundles", model_name)
     if archive.name not in _shipped(spark):
         spark.sparkContext.addArchive(str(archive))
-    udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format), "double",
+    udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format, settings.scoring.threads), "double",
                     ArrowUDFType.SCALAR_ITER)
     return todo.select("photo_id", "content_sha256",
                        udf(F.array(*[F.col(n).cast("float") for n in names])).alias("score"))

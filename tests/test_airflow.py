@@ -127,7 +127,7 @@ def test_lifecycle_version_failing_its_gate_fails_the_run_and_moves_no_alias(air
                                                                            monkeypatch):
     settings = load_settings()
     before = _aliases(settings)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS / "airflow_faults"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS / "airflow_faults"), str(TESTS), str(TESTS.parent)]))
     outcome = dags_test(settings, "photoscore_model_lifecycle",
                         {**training_data, "model_types": ["xgboost"], "approve": True}, timeout_s=900)
     assert outcome.state == "failed" and outcome.states["train[0]"] == "failed", outcome.states

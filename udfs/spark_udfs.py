@@ -133,17 +133,17 @@ def bundle_on_worker(bundle_name: str, driver_path: str) -> Path:
     return Path(driver_path)
 
 
-def cached_scorer(bundle_dir: Path, export_format: str):
+def cached_scorer(bundle_dir: Path, export_format: str, threads: int = 1):
     """Load one export once per Python worker process (workers are reused across tasks)."""
     from udfs.formats import load_scorer
 
-    key = (str(bundle_dir), export_format)
+    key = (str(bundle_dir), export_format, threads)
     if key not in _SCORERS:
-        _SCORERS[key] = load_scorer(bundle_dir, export_format)
+        _SCORERS[key] = load_scorer(bundle_dir, export_format, threads=threads)
     return _SCORERS[key]
 
 
-def score_arrays(bundle_name: str, driver_bundle: str, export_format: str
+def score_arrays(bundle_name: str, driver_bundle: str, export_format: str, threads: int = 1
                  ) -> Callable[[Iterator["pa.Array"]], Iterator["pa.Array"]]:
     """Scalar-iterator Arrow UDF body: batches of one `array<float>` column (each row the model's
     features in schema order, no nulls) -> one float64 `pyarrow.Array` of scores per batch.
@@ -164,7 +164,7 @@ def score_arrays(bundle_name: str, driver_bundle: str, export_format: str
 
         from udfs.scoring import score_isolating_failures
 
-        scorer = cached_scorer(bundle_on_worker(bundle_name, driver_bundle), export_format)
+        scorer = cached_scorer(bundle_on_worker(bundle_name, driver_bundle), export_format, threads)
         log = logging.getLogger("photoscore.spark.score")
         for rows in batches:
             X = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(rows), -1)

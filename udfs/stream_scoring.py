@@ -85,12 +85,12 @@ class LoadedModel:
         return (self.name, self.version, self.export_format)
 
 
-def load_model(name: str, version: int, bundle_dir: Path, export_format: str) -> LoadedModel:
+def load_model(name: str, version: int, bundle_dir: Path, export_format: str, threads: int = 1) -> LoadedModel:
     """Load (checksums verified) one export of a resolved bundle."""
     from udfs.bundle import read_feature_schema
     from udfs.formats import load_scorer
 
-    scorer = load_scorer(bundle_dir, export_format)
+    scorer = load_scorer(bundle_dir, export_format, threads=threads)
     schema = read_feature_schema(bundle_dir)
     unknown = [n for n in schema.names if n not in FEATURE_NAMES]
     if unknown:
@@ -110,9 +110,10 @@ class ModelHolder:
     """
 
     def __init__(self, probe: Callable[[], int], resolve: Callable[[int], tuple[str, int, Path]],
-                 export_format: str, poll_interval_s: float = 5.0):
+                 export_format: str, poll_interval_s: float = 5.0, threads: int = 1):
         self._probe, self._resolve = probe, resolve
         self.export_format = export_format
+        self.threads = threads
         self.poll_interval_s = float(poll_interval_s)
         self._model: Optional[LoadedModel] = None
         self._last_poll = 0.0
@@ -134,7 +135,7 @@ class ModelHolder:
             version = int(self._probe())
             if self._model is None or version != self._model.version:
                 name, resolved, bundle_dir = self._resolve(version)
-                model = load_model(name, resolved, bundle_dir, self.export_format)
+                model = load_model(name, resolved, bundle_dir, self.export_format, self.threads)
                 previous, self._model = self._model, model
                 self.swaps += previous is not None
                 log.info("model %s version %s (%s) now scores (was %s)", name, resolved,
@@ -174,7 +175,8 @@ def registry_holder(settings) -> ModelHolder:
     def resolve(version: int):
         return resolve_bundle(f"models:/{name}/{version}", settings)
 
-    return ModelHolder(probe, resolve, settings.scoring.format, settings.flink.model_poll_interval_ms / 1000.0)
+    return ModelHolder(probe, resolve, settings.scoring.format, settings.flink.model_poll_interval_ms / 1000.0,
+                       settings.scoring.threads)
 
 
 # ---------------------------------------------------------------- features + score with a cache

@@ -1,19 +1,18 @@
 """Fault injection for the lifecycle DAG test, loaded by the `airflow dags test` subprocess only
-(its PYTHONPATH starts with this folder): every generated code export of a model is corrupted
-after it is built (one leaf moved by 0.5), so the parity gate must fail the version."""
+(its PYTHONPATH starts with this folder, then tests/): each bundle's generated Python export is
+corrupted right after it is written (one leaf moved by 0.5), so the parity gate must fail it."""
 from __future__ import annotations
 
-import codegen
+import models.build
+from _models_fixtures import perturb_leaf
 
-_generate = codegen.generate_exports
-
-
-def _generate_then_corrupt(bundle_dir, *args, **kwargs):
-    exports = _generate(bundle_dir, *args, **kwargs)
-    for fmt, cell in exports.items():
-        if cell.get("available"):
-            codegen.perturb_leaf(bundle_dir, fmt)
-    return exports
+_write_exports = models.build.write_exports
 
 
-codegen.generate_exports = _generate_then_corrupt
+def _write_then_corrupt(bundle_dir, manifest):
+    manifest = _write_exports(bundle_dir, manifest)
+    perturb_leaf(bundle_dir, "code-python")
+    return manifest
+
+
+models.build.write_exports = _write_then_corrupt
