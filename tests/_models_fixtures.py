@@ -79,19 +79,13 @@ def write_frames(features: pd.DataFrame, labels: pd.DataFrame, directory: Path) 
 @pytest.fixture(scope="session")
 def model_frames(tmp_path_factory, corpus_features, corpus_labels) -> tuple[Path, Path]:
     """(features.parquet, labels.parquet) of the real corpus: THE data source of the model tests."""
-    key = ("frames", id(tmp_path_factory))
-    if key not in _CACHE:
-        _CACHE[key] = write_frames(corpus_features, corpus_labels, tmp_path_factory.mktemp("model-frames"))
-    return _CACHE[key]
+    return write_frames(corpus_features, corpus_labels, tmp_path_factory.mktemp("model-frames"))
 
 
 @pytest.fixture(scope="session")
 def model_data(model_frames) -> TrainingData:
     features, labels = model_frames
-    key = ("data", features)
-    if key not in _CACHE:
-        _CACHE[key] = load_training_data(features, labels, "low_quality", FEATURE_NAMES, FEATURE_VERSION)
-    return _CACHE[key]
+    return load_training_data(features, labels, "low_quality", FEATURE_NAMES, FEATURE_VERSION)
 
 
 def built_bundle(model_type: str, data: TrainingData, tmp_path_factory) -> BuiltBundle:

@@ -1,11 +1,10 @@
 """Spark test fixtures: the suite's ONE SparkSession (`local[2]`), a small corpus copy with
 duplicates and broken files, a registered model in a private PHOTOSCORE_HOME, and helpers to run
-the spark-submit entrypoints and a standalone cluster. Import into a test module with
-`from _spark_fixtures import spark, spark_corpus, spark_model_home  # noqa: F401`.
+the spark-submit entrypoints and a standalone cluster. The fixtures are registered once, by
+`pytest_plugins` in tests/conftest.py; test modules import only the helper functions.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -165,7 +164,3 @@ def scores_by_content(spark, root: Path, model_version: int | None = None) -> di
     out = {r["content_sha256"]: r["score"] for r in rows}
     assert len(out) == len(rows), "more than one score row for an identity"
     return out
-
-
-__all__ = ["spark", "spark_corpus", "spark_model_home", "submit", "last_counts", "kill_when",
-           "standalone_cluster", "table_files", "scores_by_content", "home_config", "json"]

@@ -1,5 +1,7 @@
 """Shared stream-test machinery: a registry with two real model versions at the tracking URI the
-Flink workers are given, brokers and jobs that are always stopped, and result collection."""
+Flink workers are given, brokers and jobs that are always stopped, and result collection. The
+fixture is registered once, by `pytest_plugins` in tests/conftest.py; test modules import only the
+helpers."""
 from __future__ import annotations
 
 import contextlib
@@ -10,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from _models_fixtures import built_bundle
 from jobs.config import load_settings
 
 MODEL = "photo_quality"
-# Test modules import `stream_registry` by name, which makes pytest see one session fixture per
-# module; the registry (and its MLflow server, if one is needed) is built once per session and
-# shared through this.
-_SHARED: dict = {}
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +26,6 @@ def stream_registry(model_data, tmp_path_factory):
     from jobs.supervise import stop_process
     from models.registry import log_and_register, promote
 
-    key = id(tmp_path_factory)
-    if key in _SHARED:
-        yield _SHARED[key]
-        return
     home = tmp_path_factory.mktemp("stream-registry")
     config = load_settings([f"home={home}"], env={})
     try:
@@ -40,12 +34,10 @@ def stream_registry(model_data, tmp_path_factory):
         v2 = log_and_register(built["logreg"], MODEL, config, {"model_type": "logreg"})
         promote(config, MODEL, v1.version, "champion")
         url = registry_url_for_job(config)
-        _SHARED[key] = {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
-                        "bundles": {int(v1.version): built["xgboost"].bundle_dir,
-                                    int(v2.version): built["logreg"].bundle_dir}}
-        yield _SHARED[key]
+        yield {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
+               "bundles": {int(v1.version): built["xgboost"].bundle_dir,
+                           int(v2.version): built["logreg"].bundle_dir}}
     finally:
-        # The first module's fixture to finish stops the server; the session ends right after.
         stop_process(stream_dir(config) / "registry.pid")
 
 

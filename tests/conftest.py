@@ -1,4 +1,5 @@
-"""Shared fixtures: one small real-photo corpus and its features per test session."""
+"""Shared fixtures: one small real-photo corpus and its features per test session, and the
+registration of every other fixture module (each once, so each session fixture is set up once)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,10 @@ import pytest
 
 from models.corpus import build_corpus
 from udfs.features import extract_batch
+
+# tests/ is on sys.path (rootdir-relative conftest, no __init__.py), so the helper modules are
+# top-level modules: the same module objects the test modules import their helpers from.
+pytest_plugins = ["_models_fixtures", "_spark_fixtures", "_stream_fixtures"]
 
 CORPUS_N = 72
 CORPUS_SEED = 11

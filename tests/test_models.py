@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _models_fixtures import (SMALL, bundle, built_bundle, copy_bundle, model_data, model_frames,  # noqa: F401
-                              synthetic_frames, write_frames)
+from _models_fixtures import SMALL, built_bundle, copy_bundle, synthetic_frames, write_frames
 from models.data import assign_splits, group_keys, load_training_data
 from models.metrics import evaluate, expected_calibration_error
 from udfs.scoring import SCORE_COLUMNS, score_frame

@@ -5,8 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from _models_fixtures import (bundle, built_bundle, copy_bundle, model_data, model_frames,  # noqa: F401
-                              perturb_leaf, perturb_onnx, synthetic_frames, write_frames)
+from _models_fixtures import built_bundle, copy_bundle, perturb_leaf, perturb_onnx, synthetic_frames, write_frames
 from codegen.onnx_export import ONNX_OPSET, normalise_output
 from codegen.thresholds import split_thresholds
 from models.build import build_bundle

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _models_fixtures import (built_bundle, model_data, model_frames, perturb_onnx)  # noqa: F401
+from _models_fixtures import built_bundle, perturb_onnx
 from jobs.cli import main as cli
 from jobs.config import load_settings
 from udfs.errors import PhotoscoreError

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _spark_fixtures import (home_config, kill_when, last_counts, scores_by_content, spark,  # noqa: F401
-                             spark_corpus, spark_model_home, standalone_cluster, submit, table_files)
+from _spark_fixtures import (home_config, kill_when, last_counts, scores_by_content, standalone_cluster, submit,
+                             table_files)
 from jobs.backfill_features import run_feature_backfill
 from jobs.backfill_scores import run_score_backfill
 from jobs.spark_tables import register_views

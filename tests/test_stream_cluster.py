@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _stream_fixtures import collect, produce, running_broker, stream_config, stream_registry  # noqa: F401
-from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from _stream_fixtures import collect, produce, running_broker, stream_config
 from jobs.supervise import WaitTimeout, free_port, wait_until
 from jobs.topic_io import file_upload
 from udfs.messages import encode_upload

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _stream_fixtures import (MODEL, collect, kill_job, produce, running_broker, running_stream,  # noqa: F401
-                              stream_config, stream_registry)
-from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from _stream_fixtures import MODEL, collect, kill_job, produce, running_broker, running_stream, stream_config
 from jobs.supervise import wait_until
 from jobs.topic_io import file_upload
 from udfs.features import content_sha256

@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from _spark_fixtures import scores_by_content, spark, spark_corpus  # noqa: F401
-from _stream_fixtures import MODEL, stream_registry  # noqa: F401
-from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from _spark_fixtures import scores_by_content
+from _stream_fixtures import MODEL
 from udfs.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration

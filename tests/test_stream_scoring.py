@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _models_fixtures import built_bundle, model_data, model_frames  # noqa: F401
+from _models_fixtures import built_bundle
 from udfs.scoring import score_frame
 from udfs.bundle import read_feature_schema
 from udfs.decode import DecodeLimits
