@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 from jobs.config import ConfigError, load_settings
 from udfs.settings import Settings
 from jobs.progress import Progress
-from jobs.spark_tables import (FEATURES_DDL, PHOTOS_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, run_id_arg,
+from jobs.spark_tables import (Commit, TableStore, conform, file_layout, new_run_id, run_id_arg,
                                write_counted)
 from udfs.errors import PhotoscoreError
-from udfs.features import FEATURE_COLUMNS, FEATURE_VERSION
+from udfs.features import FEATURE_VERSION
 
 log = logging.getLogger("photoscore.backfill.features")
 
@@ -125,9 +125,9 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     run_id = run_id or new_run_id()
     parallelism = spark.sparkContext.defaultParallelism
 
-    features = store.read("features", FEATURES_DDL).where(F.col("feature_version") == FEATURE_VERSION)
-    photos = store.read("photos", PHOTOS_DDL)
-    quarantine = store.read("quarantine", QUARANTINE_DDL)
+    features = store.read("features").where(F.col("feature_version") == FEATURE_VERSION)
+    photos = store.read("photos")
+    quarantine = store.read("quarantine")
     known_keys = features.select("content_sha256").distinct().withColumn("_known", F.lit(True))
     # Contents whose decode already failed for this version: deterministic, never retried.
     bad = (quarantine.where((F.col("feature_version") == FEATURE_VERSION) & F.col("content_sha256").isNotNull()
@@ -179,9 +179,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     # 3. staged table rows.
     commit = Commit(run_id)
     now = F.lit(int(time.time() * 1000)).cast("long")
-    feature_rows = extracted.where("ok").select(
-        *[F.col(c) for c in FEATURE_COLUMNS if c != "feature_version"],
-        F.lit(FEATURE_VERSION).cast("int").alias("feature_version")).select(*FEATURE_COLUMNS)
+    feature_rows = extracted.where("ok").withColumn("feature_version", F.lit(FEATURE_VERSION))
     reason = (F.when(F.col("outcome") == "read_failed", F.struct("stage", "reason_code", "detail"))
               .when(F.col("outcome") == "known_bad", F.col("_bad")).otherwise(F.col("_failed")))
     quarantine_rows = (status.where(F.col("outcome").isin("read_failed", "known_bad", "failed"))
@@ -189,7 +187,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
                        .select(F.col("uri").alias("source_ref"), F.coalesce("photo_id", "uri").alias("photo_id"),
                                F.col("_r.stage").alias("stage"), F.col("_r.reason_code").alias("reason_code"),
                                F.col("_r.detail").alias("detail"), now.alias("seen_at_ms"), "content_sha256",
-                               F.lit(FEATURE_VERSION).cast("int").alias("feature_version"))
+                               F.lit(FEATURE_VERSION).alias("feature_version"))
                        # idempotent: one row per (input, reason), whichever run saw it first
                        .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti")
                        .dropDuplicates(["source_ref", "reason_code"]))
@@ -197,7 +195,9 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
                   .select("photo_id", "uri", "content_sha256", "file_bytes", now.alias("seen_at_ms"))
                   .join(photos.select("photo_id", "content_sha256"), ["photo_id", "content_sha256"], "left_anti")
                   .dropDuplicates(["photo_id", "content_sha256"]))
-    outputs = {"features": feature_rows, "quarantine": quarantine_rows, "photos": photo_rows}
+    # Each table's files hold exactly its layout's columns, in order, with its types.
+    outputs = {name: conform(rows, file_layout(name))
+               for name, rows in (("features", feature_rows), ("quarantine", quarantine_rows), ("photos", photo_rows))}
     staged = {name: store.staging(run_id, f"out_{name}") for name in outputs}
     # Independent small jobs over staged inputs: submitted together they share the cores instead
     # of each paying its scheduling latency in turn.

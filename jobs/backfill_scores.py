@@ -27,7 +27,7 @@ from pathlib import Path
 from jobs.config import ConfigError, load_settings
 from jobs import model_args
 from udfs.settings import Settings
-from jobs.spark_tables import (FEATURES_DDL, QUARANTINE_DDL, Commit, TableStore, new_run_id, run_id_arg,
+from jobs.spark_tables import (Commit, TableStore, conform, file_layout, new_run_id, run_id_arg, table_schema,
                                write_counted)
 from udfs.errors import PhotoscoreError
 
@@ -113,8 +113,8 @@ def scores_of(spark, settings: Settings, todo, bundle_dir: Path, names, export_f
     archive = bundle_archive(bundle_dir, settings.home / "spark" / "bundles", model_name)
     if archive.name not in _shipped(spark):
         spark.sparkContext.addArchive(str(archive))
-    udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format, settings.scoring.threads), "double",
-                    ArrowUDFType.SCALAR_ITER)
+    udf = arrow_udf(score_arrays(archive.name, str(bundle_dir), export_format, settings.scoring.threads),
+                    table_schema("scores")["score"].dataType, ArrowUDFType.SCALAR_ITER)
     return todo.select("photo_id", "content_sha256",
                        udf(F.array(*[F.col(n).cast("float") for n in names])).alias("score"))
 
@@ -158,13 +158,13 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
     names = list(schema.names)
     prefix = f"models:/{name}/{version}#"
 
-    features = store.read("features", FEATURES_DDL).where(F.col("feature_version") == schema.feature_version)
+    features = store.read("features").where(F.col("feature_version") == schema.feature_version)
     partition = score_partition_path(store, name, version)
     if store.has_data(partition) and not force:
         known = spark.read.parquet(partition).select("content_sha256").distinct().withColumn("_known", F.lit(True))
     else:
         known = spark.createDataFrame([], "content_sha256 string, _known boolean")
-    quarantine = store.read("quarantine", QUARANTINE_DDL)
+    quarantine = store.read("quarantine")
     bad = (quarantine.where(F.col("source_ref").startswith(prefix)).select("content_sha256").distinct()
            .withColumn("_bad", F.lit(True)))
     if force:
@@ -186,22 +186,22 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
         .alias("non_finite")).first()
 
     commit = Commit(run_id)
-    score_rows = scored.where("ok").select(
-        "photo_id", "content_sha256", F.lit(export_format).alias("export_format"), "score",
-        F.lit(schema.feature_version).cast("int").alias("feature_version"), "scored_at_ms",
-        F.lit("batch").alias("source"), F.lit(False).alias("from_cache"))
-    seen = F.lit(int(time.time() * 1000)).cast("long")
-    non_finite = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")).select(
-        F.concat(F.lit(prefix), "content_sha256").alias("source_ref"), "photo_id",
-        F.lit("features").alias("stage"), F.lit("non_finite_feature").alias("reason_code"),
-        F.lit("a stored feature is NaN or infinite").alias("detail"), seen.alias("seen_at_ms"),
-        "content_sha256", F.col("feature_version").cast("int"))
-    failed = scored.where(~F.col("ok")).select(
-        F.concat(F.lit(prefix), "content_sha256").alias("source_ref"), "photo_id", "stage", "reason_code",
-        "detail", F.col("scored_at_ms").alias("seen_at_ms"), "content_sha256",
-        F.lit(schema.feature_version).cast("int").alias("feature_version"))
-    quarantine_rows = (non_finite.unionByName(failed)
-                       .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"))
+    # model_name and model_version are the partition's directory names, not file columns.
+    score_rows = conform(scored.where("ok"), file_layout("scores"), export_format=F.lit(export_format),
+                         feature_version=F.lit(schema.feature_version), source=F.lit("batch"),
+                         from_cache=F.lit(False))
+    quarantined = file_layout("quarantine")
+    source_ref = F.concat(F.lit(prefix), "content_sha256")
+    non_finite = conform(
+        status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")), quarantined,
+        source_ref=source_ref, stage=F.lit("features"), reason_code=F.lit("non_finite_feature"),
+        detail=F.lit("a stored feature is NaN or infinite"), seen_at_ms=F.lit(int(time.time() * 1000)))
+    failed = conform(scored.where(~F.col("ok")), quarantined, source_ref=source_ref,
+                     seen_at_ms=F.col("scored_at_ms"), feature_version=F.lit(schema.feature_version))
+    quarantine_rows = conform(
+        non_finite.unionByName(failed)
+        .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"),
+        quarantined)
     parallelism = spark.sparkContext.defaultParallelism
     staged_scores = store.staging(run_id, "out_scores")
     target = f"{partition}/run_id={run_id}"

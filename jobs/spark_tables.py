@@ -11,6 +11,8 @@ Layout under ROOT (a path or URI from `storage.tables`):
     _staging/R/_COMMIT                                   the commit point (JSON: moves, replaces)
     _runs/R.json                                         the run's report: counts, reasons, rows written
 
+Each table's columns are a row layout of udfs/schemas.py (`LAYOUTS`); the Spark schemas are derived.
+
 A run writes everything under `_staging/R/` (names starting with `_` are invisible to Spark
 readers), then writes `_COMMIT` (one small file: the commit point), then renames each staged
 directory into its table (one directory rename each: readers see all of a table's new files or
@@ -28,14 +30,40 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from udfs.features import FEATURE_NAMES
+from udfs.features import FEATURES
+from udfs.schemas import PHOTOS, QUARANTINE_TABLE, SCORE, spark_schema, without
 
 log = logging.getLogger("photoscore.tables")
 
-TABLES = ("features", "photos", "quarantine", "scores")
+# Each table's row layout (udfs/schemas.py), and the layout's columns that live in the directory
+# names (partitions) rather than in the files; every table is also partitioned by `run_id`, last.
+LAYOUTS = {"features": FEATURES, "photos": PHOTOS, "quarantine": QUARANTINE_TABLE, "scores": SCORE}
+PARTITIONS = {"scores": ("model_name", "model_version")}
+TABLES = tuple(LAYOUTS)
 STAGING = "_staging"
 RUNS = "_runs"
 COMMIT_MARKER = "_COMMIT"
+
+
+def file_layout(table: str):
+    """The columns a run writes into `table`'s files: its layout minus its partition columns."""
+    return without(LAYOUTS[table], PARTITIONS.get(table, ()))
+
+
+def table_schema(table: str):
+    """`table` as readers see it (Spark StructType): its layout, then `run_id`."""
+    from pyspark.sql.types import StringType
+
+    return spark_schema(LAYOUTS[table]).add("run_id", StringType())
+
+
+def conform(frame, layout, **columns):
+    """`frame` as rows of `layout` (a pyarrow schema): its fields in order, each cast to its Spark
+    type, taken from `frame` by name unless `columns` gives the field's value (name -> Column)."""
+    from pyspark.sql import functions as F
+
+    return frame.select(*[columns.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+                          for f in spark_schema(layout)])
 
 
 def write_counted(frame, path: str, **metrics) -> dict[str, int]:
@@ -191,47 +219,31 @@ class TableStore:
         return rolled
 
     # -- reading ----------------------------------------------------------------------------------
-    def read(self, name: str, schema: str):
-        """The table as a DataFrame (`schema` DDL; an empty frame when nothing is committed yet)."""
+    def read(self, name: str):
+        """The table as a DataFrame of `table_schema(name)`: its columns, order and types (an empty
+        frame when nothing is committed yet)."""
+        from pyspark.sql import functions as F
+
+        schema = table_schema(name)
         path = self.table(name)
         if not self.has_data(path):
             return self.spark.createDataFrame([], schema)
         frame = self.spark.read.parquet(path)
-        return frame.select(*[c.strip().split(" ")[0] for c in _split_ddl(schema)
-                              if c.strip().split(" ")[0] in frame.columns])
-
-
-def _split_ddl(ddl: str) -> list[str]:
-    """Top-level comma split of a simple DDL string (no nested types in our tables)."""
-    return [part for part in ddl.split(",") if part.strip()]
-
-
-FEATURES_DDL = ("photo_id string, content_sha256 string, feature_version int, format string, dhash long, "
-                + ", ".join(f"{n} float" for n in FEATURE_NAMES)
-                + ", run_id string")
-PHOTOS_DDL = "photo_id string, uri string, content_sha256 string, file_bytes long, seen_at_ms long, run_id string"
-QUARANTINE_DDL = ("source_ref string, photo_id string, stage string, reason_code string, detail string, "
-                  "seen_at_ms long, content_sha256 string, feature_version int, run_id string")
-SCORES_DDL = ("photo_id string, content_sha256 string, export_format string, score double, feature_version int, "
-              "scored_at_ms long, source string, from_cache boolean, model_name string, model_version string, "
-              "run_id string")
+        # Partition values are read as strings (partition type inference is off): cast them, as
+        # every column, to its layout type (a no-op for the files' own columns).
+        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema
+                              if f.name in frame.columns])
 
 
 def register_views(spark, root: str) -> list[str]:
     """Temp views `features`, `photos`, `scores`, `quarantine` and `photo_scores` over ROOT.
 
-    `scores` carries `model_version` as a number; `photo_scores` gives every photo id the score of
-    its content (duplicates share one score row). Returns the view names.
+    Each view has its table's layout (`table_schema`; `scores` carries `model_version` as a
+    number); `photo_scores` gives every photo id the score of its content (duplicates share one
+    score row). Returns the view names.
     """
-    from pyspark.sql import functions as F
-
     store = TableStore(spark, root)
-    frames = {
-        "features": store.read("features", FEATURES_DDL),
-        "photos": store.read("photos", PHOTOS_DDL),
-        "quarantine": store.read("quarantine", QUARANTINE_DDL),
-        "scores": store.read("scores", SCORES_DDL).withColumn("model_version", F.col("model_version").cast("long")),
-    }
+    frames = {name: store.read(name) for name in TABLES}
     for name, frame in frames.items():
         frame.createOrReplaceTempView(name)
     spark.sql(

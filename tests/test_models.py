@@ -11,12 +11,13 @@ import pytest
 from _models_fixtures import SMALL, built_bundle, copy_bundle, synthetic_frames, write_frames
 from models.data import assign_splits, group_keys, load_training_data
 from models.metrics import evaluate, expected_calibration_error
-from udfs.scoring import SCORE_COLUMNS, score_frame
+from udfs.scoring import score_frame
 from udfs.bundle import (CHECKSUMS, MODEL_TYPES, NATIVE_FILES, read_feature_schema, read_manifest,
                          sha256_file, verify_bundle, write_checksums)
 from udfs.errors import PhotoscoreError
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 from udfs.formats import formats, load_scorer
+from udfs.schemas import SCORE
 
 
 # --- splits -------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def test_score_frame_accounts_for_every_row(model_data, corpus_features, tmp_pat
     assert len(result.scores) + len(result.quarantine) == len(frame)
     reasons = dict(zip(result.quarantine["photo_id"], result.quarantine["reason_code"]))
     assert reasons == {frame.at[0, "photo_id"]: "non_finite_feature", frame.at[1, "photo_id"]: "score_failed"}
-    assert tuple(result.scores.columns) == SCORE_COLUMNS
+    assert list(result.scores.columns) == SCORE.names
     assert set(result.scores["source"]) == {"batch"} and not result.scores["from_cache"].any()
     by_id = result.scores.set_index("photo_id")["score"]
     assert by_id["copy-of-5"] == by_id[frame.at[5, "photo_id"]]

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from _spark_fixtures import (home_config, kill_when, last_counts, scores_by_content, standalone_cluster, submit,
                              table_files)
 from jobs.backfill_features import run_feature_backfill
 from jobs.backfill_scores import run_score_backfill
-from jobs.spark_tables import register_views
+from jobs.spark_tables import TABLES, file_layout, register_views
 from udfs.features import FEATURE_NAMES, content_sha256, extract_batch
+from udfs.schemas import SCORE, spark_schema
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +119,14 @@ def test_four_scoring_paths_agree_and_equal_local_score(spark, backfilled, spark
     local = dict(zip(local["content_sha256"], local["score"]))
     assert local.keys() == base.keys()
     assert max(abs(local[k] - base[k]) for k in base) <= tolerance
+
+    # Every table's files and the local score file hold their layouts (udfs/schemas.py; the
+    # stream's score record too: tests/test_schemas.py).
+    for table in TABLES:
+        files = spark_schema(file_layout(table))
+        written = spark.read.parquet(str(root / table)).schema
+        assert [f for f in written if f.name in files.fieldNames()] == list(files), table
+    assert pq.read_schema(tmp_path / "scores.parquet").remove_metadata().equals(SCORE)
 
     # The JVM formats run no Python at all; a feature row with a null gets a null score (the job
     # quarantines it), the other rows their scores.

@@ -19,6 +19,7 @@ import pandas as pd
 from udfs.decode import DecodedPhoto, DecodeLimits, PhotoRejected, decode_photo
 from udfs.photo_io import read_photo_bytes
 from udfs.quarantine import QuarantineRecord, now_ms, quarantine_frame
+from udfs.schemas import feature_schema, frame
 
 FEATURE_VERSION = 1
 # Longest side of the working image every pixel feature is computed on (v1).
@@ -49,7 +50,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "face_count",
     "has_exif",
 )
-FEATURE_COLUMNS = ("photo_id", "content_sha256", "feature_version", "format", "dhash") + FEATURE_NAMES
+# The feature row of this version (the features table, `photoscore features`): udfs/schemas.py.
+FEATURES = feature_schema(FEATURE_NAMES)
 
 FORMAT_CODES = {"JPEG": 1, "PNG": 2, "GIF": 3, "WEBP": 4, "BMP": 5, "TIFF": 6, "MPO": 7}
 
@@ -207,17 +209,6 @@ class FeatureRow:
     dhash: int
     values: np.ndarray  # float32, FEATURE_NAMES order
 
-    def as_dict(self) -> dict:
-        row = {
-            "photo_id": self.photo_id,
-            "content_sha256": self.content_sha256,
-            "feature_version": FEATURE_VERSION,
-            "format": self.format,
-            "dhash": self.dhash,
-        }
-        row.update(zip(FEATURE_NAMES, self.values.tolist()))
-        return row
-
 
 def extract_features(
     data: bytes,
@@ -268,17 +259,18 @@ class ExtractResult:
 
 
 def feature_frame(rows: Iterable[FeatureRow]) -> pd.DataFrame:
-    """FeatureRows as a DataFrame with the feature table's columns and dtypes."""
+    """FeatureRows as a DataFrame of the FEATURES layout (columns and dtypes)."""
     rows = list(rows)
     matrix = (np.vstack([r.values for r in rows]) if rows
               else np.empty((0, len(FEATURE_NAMES)), dtype=np.float32))
-    frame = pd.DataFrame(matrix, columns=list(FEATURE_NAMES))
-    frame.insert(0, "photo_id", pd.array([r.photo_id for r in rows], dtype="string"))
-    frame.insert(1, "content_sha256", pd.array([r.content_sha256 for r in rows], dtype="string"))
-    frame.insert(2, "feature_version", np.full(len(rows), FEATURE_VERSION, dtype=np.int32))
-    frame.insert(3, "format", pd.array([r.format for r in rows], dtype="string"))
-    frame.insert(4, "dhash", np.array([r.dhash for r in rows], dtype=np.int64))
-    return frame
+    return frame(FEATURES, {
+        "photo_id": [r.photo_id for r in rows],
+        "content_sha256": [r.content_sha256 for r in rows],
+        "feature_version": np.full(len(rows), FEATURE_VERSION),
+        "format": [r.format for r in rows],
+        "dhash": [r.dhash for r in rows],
+        **dict(zip(FEATURE_NAMES, matrix.T)),
+    })
 
 
 def extract_batch(
@@ -287,7 +279,7 @@ def extract_batch(
     source_refs: Optional[Sequence[str]] = None,
     limits: DecodeLimits = DecodeLimits(),
 ) -> ExtractResult:
-    """The batch form Spark and Flink call: every input ends in exactly one of the two frames."""
+    """`extract_features` over a batch, as two frames: every input ends in exactly one of them."""
     if len(photo_ids) != len(blobs):
         raise ValueError(f"{len(photo_ids)} photo ids but {len(blobs)} blobs")
     refs = source_refs if source_refs is not None else photo_ids

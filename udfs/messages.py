@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from udfs.quarantine import QuarantineRecord, now_ms
+from udfs.schemas import QUARANTINE, SCORE, json_record
 
 UPLOAD_SCHEMA = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -105,27 +106,16 @@ def encode_upload(photo_id: str, uri: Optional[str] = None, uploaded_at_ms: Opti
     return json.dumps(msg, separators=(",", ":")).encode("utf-8")
 
 
-SCORE_FIELDS = ("photo_id", "content_sha256", "model_name", "model_version", "export_format", "score",
-                "feature_version", "scored_at_ms", "source", "from_cache")
-
-
 def encode_score(row: dict[str, Any], uploaded_at_ms: Optional[int] = None,
                  upload_ref: Optional[str] = None) -> str:
-    """A score record (DESIGN.md score row) as the JSON value of photos.scores.
+    """A score row (udfs.schemas.SCORE) as the JSON value of photos.scores; ValueError when the
+    row lacks a field.
 
     `uploaded_at_ms` and `upload_ref` (the upload's topic/partition/offset) are extra fields so a
     consumer can measure latency and match scores to uploads; the score's identity is
     (content_sha256, model_name, model_version).
     """
-    missing = [f for f in SCORE_FIELDS if f not in row]
-    if missing:
-        raise ValueError(f"score row lacks {missing}")
-    out = {f: row[f] for f in SCORE_FIELDS}
-    out["model_version"] = int(out["model_version"])
-    out["feature_version"] = int(out["feature_version"])
-    out["scored_at_ms"] = int(out["scored_at_ms"])
-    out["score"] = float(out["score"])
-    out["from_cache"] = bool(out["from_cache"])
+    out = json_record(SCORE, row)
     if uploaded_at_ms is not None:
         out["uploaded_at_ms"] = int(uploaded_at_ms)
     if upload_ref is not None:
@@ -134,13 +124,13 @@ def encode_score(row: dict[str, Any], uploaded_at_ms: Optional[int] = None,
 
 
 def encode_dlq(record: QuarantineRecord, uploaded_at_ms: Optional[int] = None) -> str:
-    """A quarantine record as the JSON value of photos.dlq."""
-    out = asdict(record)
+    """A quarantine record (udfs.schemas.QUARANTINE) as the JSON value of photos.dlq."""
+    out = json_record(QUARANTINE, asdict(record))
     if uploaded_at_ms is not None:
         out["uploaded_at_ms"] = int(uploaded_at_ms)
     return json.dumps(out, separators=(",", ":"))
 
 
 def decode_record(raw: bytes | str) -> dict[str, Any]:
-    """A score or DLQ record value back to a dict (for `photoscore tail` and tests)."""
+    """A score or DLQ record value back to a dict of JSON values."""
     return json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)

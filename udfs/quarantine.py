@@ -11,6 +11,8 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
+from udfs.schemas import QUARANTINE, frame
+
 STAGES = ("read", "parse", "decode", "features", "score")
 
 REASON_CODES = {
@@ -29,8 +31,6 @@ REASON_CODES = {
     "score_failed": "the scorer raised or returned a non-finite score",
 }
 
-QUARANTINE_COLUMNS = ("source_ref", "photo_id", "stage", "reason_code", "detail", "seen_at_ms")
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -38,7 +38,9 @@ def now_ms() -> int:
 
 @dataclass(frozen=True)
 class QuarantineRecord:
-    """One input that could not be processed, with a reason code from REASON_CODES."""
+    """One input that could not be processed, with a reason code from REASON_CODES.
+
+    Its fields are udfs.schemas.QUARANTINE's, in that order (tests/test_schemas.py checks it)."""
 
     source_ref: str
     photo_id: Optional[str]
@@ -55,10 +57,5 @@ class QuarantineRecord:
 
 
 def quarantine_frame(records: Iterable[QuarantineRecord]) -> pd.DataFrame:
-    """Records as a DataFrame with the quarantine table's columns (empty frames keep the columns)."""
-    rows = [asdict(r) for r in records]
-    frame = pd.DataFrame(rows, columns=list(QUARANTINE_COLUMNS))
-    return frame.astype(
-        {"source_ref": "string", "photo_id": "string", "stage": "string",
-         "reason_code": "string", "detail": "string", "seen_at_ms": "int64"}
-    )
+    """Records as a DataFrame of the QUARANTINE layout (empty frames keep the columns)."""
+    return frame(QUARANTINE, [asdict(r) for r in records])

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from udfs import schemas
 from udfs.bundle import FeatureSchema
 from udfs.errors import PhotoscoreError
 from udfs.quarantine import QuarantineRecord, now_ms, quarantine_frame
 
-SCORE_COLUMNS = ("photo_id", "content_sha256", "model_name", "model_version", "export_format", "score",
-                 "feature_version", "scored_at_ms", "source", "from_cache")
 BATCH_ROWS = 4096
 
 
@@ -49,7 +48,7 @@ def score_isolating_failures(scorer, X: np.ndarray) -> tuple[np.ndarray, list[st
 
 def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_name: str,
                 model_version: int, source_ref: str, source: str = "batch") -> ScoredBatch:
-    """Score rows of a features table (DESIGN.md score rows); refuse nothing silently.
+    """Score rows of a features table (udfs.schemas.SCORE rows); refuse nothing silently.
 
     Rows with NaN/inf features are quarantined as `non_finite_feature`, rows the scorer fails on
     (raises, or returns a non-finite value) as `score_failed`. Identical contents
@@ -89,21 +88,17 @@ def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_nam
             records.append(QuarantineRecord(source_ref, str(frame.at[i, "photo_id"]), "score",
                                             "score_failed", err[:500], seen))
     kept = rows[ok]
-    out = pd.DataFrame({
+    out = schemas.frame(schemas.SCORE, {
         "photo_id": frame["photo_id"].astype("string").to_numpy()[kept],
         "content_sha256": (frame["content_sha256"].astype("string").to_numpy()[kept]
                            if "content_sha256" in frame.columns else pd.array([pd.NA] * len(kept), "string")),
         "model_name": model_name,
-        "model_version": np.int64(model_version),
+        "model_version": model_version,
         "export_format": scorer.format,
-        "score": scores[ok].astype(np.float64),
-        "feature_version": np.int64(schema.feature_version),
-        "scored_at_ms": np.int64(seen),
+        "score": scores[ok],
+        "feature_version": schema.feature_version,
+        "scored_at_ms": seen,
         "source": source,
         "from_cache": False,
-    }, columns=list(SCORE_COLUMNS))
-    out = out.astype({"photo_id": "string", "content_sha256": "string", "model_name": "string",
-                      "model_version": "int64", "export_format": "string", "score": "float64",
-                      "feature_version": "int64", "scored_at_ms": "int64", "source": "string",
-                      "from_cache": "bool"})
+    })
     return ScoredBatch(out, quarantine_frame(records))

@@ -13,20 +13,26 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 from udfs.decode import DecodeLimits, PhotoRejected
-from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FeatureRow, content_sha256, extract_features
+from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES, FeatureRow, content_sha256, extract_features
 from udfs.photo_io import local_path, read_photo_bytes
 from udfs.quarantine import now_ms
+from udfs.schemas import PHOTOS, QUARANTINE, SCORE, frame, pick, spark_schema
 
 # --- feature backfill -----------------------------------------------------------------------------
 
-HASH_SCHEMA = ("photo_id string, uri string, content_sha256 string, file_bytes long, "
-               "stage string, reason_code string, detail string")
-
-EXTRACT_SCHEMA = ("content_sha256 string, photo_id string, uri string, ok boolean, format string, "
-                  "dhash long, " + ", ".join(f"{n} float" for n in FEATURE_NAMES)
-                  + ", stage string, reason_code string, detail string, seen_at_ms long")
+# The two passes' rows, composed of the tables' fields (udfs/schemas.py): a photo read (or why not),
+# and a content decoded (its features when `ok`, why not otherwise).
+HASH_ROWS = pa.schema([*pick(PHOTOS, "photo_id", "uri", "content_sha256", "file_bytes"),
+                       *pick(QUARANTINE, "stage", "reason_code", "detail")])
+EXTRACT_ROWS = pa.schema([*pick(FEATURES, "content_sha256", "photo_id"), PHOTOS.field("uri"),
+                          pa.field("ok", pa.bool_()), *pick(FEATURES, "format", "dhash", *FEATURE_NAMES),
+                          *pick(QUARANTINE, "stage", "reason_code", "detail", "seen_at_ms")])
+# Their Spark schemas, the mapInPandas return types.
+HASH_SCHEMA = spark_schema(HASH_ROWS)
+EXTRACT_SCHEMA = spark_schema(EXTRACT_ROWS)
 
 
 def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -37,8 +43,7 @@ def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], I
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            out = {k: [] for k in ("photo_id", "uri", "content_sha256", "file_bytes", "stage",
-                                   "reason_code", "detail")}
+            out = {k: [] for k in HASH_ROWS.names}
             for photo_id, uri in zip(batch["photo_id"], batch["uri"]):
                 if photo_id is None or pd.isna(photo_id):
                     # Directory inputs: local files are known by their path, like `photoscore features`.
@@ -51,7 +56,7 @@ def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], I
                     stage, reason, detail = exc.stage, exc.reason_code, exc.detail
                 for key, value in zip(out, (photo_id, uri, digest, size, stage, reason, detail)):
                     out[key].append(value)
-            yield pd.DataFrame(out).astype({"file_bytes": "Int64"})
+            yield frame(HASH_ROWS, out, nullable=["file_bytes"])
 
     return run
 
@@ -83,19 +88,16 @@ def extract_partitions(limits: DecodeLimits, decodes=None, rows_done=None
                 decodes.add(len(rows))
             if rows_done is not None:
                 rows_done.add(len(batch))
-            frame = pd.DataFrame(rows, columns=_EXTRACT_COLUMNS)
-            yield frame.astype({"dhash": "Int64", "seen_at_ms": "int64", "ok": "bool",
-                                **{n: "float32" for n in FEATURE_NAMES}})
+            yield frame(EXTRACT_ROWS, rows, nullable=["dhash"])
 
     return run
 
 
-_EXTRACT_COLUMNS = ["content_sha256", "photo_id", "uri", "ok", "format", "dhash", *FEATURE_NAMES,
-                    "stage", "reason_code", "detail", "seen_at_ms"]
 _NO_FEATURES = [None] * len(FEATURE_NAMES)
 
 
 def _extract_one(digest: str, photo_id: str, uri: str, limits: DecodeLimits) -> list:
+    """One EXTRACT_ROWS row (a list in its order) for the content `digest`."""
     try:
         data = read_photo_bytes(uri, limits.max_file_bytes)
     except PhotoRejected as exc:
@@ -160,7 +162,6 @@ def score_arrays(bundle_name: str, driver_bundle: str, export_format: str, threa
         import logging
 
         import numpy as np
-        import pyarrow as pa
 
         from udfs.scoring import score_isolating_failures
 
@@ -172,7 +173,7 @@ def score_arrays(bundle_name: str, driver_bundle: str, export_format: str, threa
             failed = np.array([e is not None for e in errors], dtype=bool)
             for error in sorted({e for e in errors if e is not None}):
                 log.warning("%s scorer failed on a row: %s", export_format, error)
-            yield pa.array(scores, type=pa.float64(), mask=failed)
+            yield pa.array(scores, type=SCORE.field("score").type, mask=failed)
 
     return run
 

@@ -207,8 +207,17 @@ class Outcome:
     decoded: bool
 
 
+def score_row(model: LoadedModel, photo_id: str, content_sha256: str, score: float, feature_version: int,
+              scored_at_ms: int, from_cache: bool) -> dict:
+    """A stream score row (udfs.schemas.SCORE) by `model`."""
+    return {"photo_id": photo_id, "content_sha256": content_sha256, "model_name": model.name,
+            "model_version": model.version, "export_format": model.export_format, "score": score,
+            "feature_version": feature_version, "scored_at_ms": scored_at_ms, "source": "stream",
+            "from_cache": from_cache}
+
+
 def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | QuarantineRecord:
-    """Score one photo's features: a DESIGN.md score row, or the QuarantineRecord saying why not.
+    """Score one photo's features: a score row (`score_row`), or the QuarantineRecord saying why not.
 
     The batch path's rules for one row without building DataFrames (a per-photo pandas round trip
     cost the stream as much as half of the feature extraction): the model's columns in its own
@@ -229,10 +238,7 @@ def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | Quar
     scores, errors = score_isolating_failures(model.scorer, x)
     if errors[0] is not None:
         return QuarantineRecord(ref, row.photo_id, "score", "score_failed", errors[0][:500], seen)
-    return {"photo_id": row.photo_id, "content_sha256": row.content_sha256, "model_name": model.name,
-            "model_version": model.version, "export_format": model.export_format,
-            "score": float(scores[0]), "feature_version": FEATURE_VERSION, "scored_at_ms": seen,
-            "source": "stream", "from_cache": False}
+    return score_row(model, row.photo_id, row.content_sha256, float(scores[0]), FEATURE_VERSION, seen, False)
 
 
 def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[CacheEntry],
@@ -245,11 +251,8 @@ def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Op
         return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], cached, False)
     if cached is not None and cached.feature_version == FEATURE_VERSION:
         if cached.model == model.identity and cached.score is not None:
-            row = {"photo_id": photo.photo_id, "content_sha256": photo.content_sha256,
-                   "model_name": model.name, "model_version": model.version,
-                   "export_format": model.export_format, "score": cached.score,
-                   "feature_version": cached.feature_version, "scored_at_ms": now_ms(),
-                   "source": "stream", "from_cache": True}
+            row = score_row(model, photo.photo_id, photo.content_sha256, cached.score, cached.feature_version,
+                            now_ms(), True)
             return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], cached, False)
         feature_row, decoded = cached.row(photo.photo_id), False
     else:
