@@ -190,18 +190,18 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
     score_rows = conform(scored.where("ok"), file_layout("scores"), export_format=F.lit(export_format),
                          feature_version=F.lit(schema.feature_version), source=F.lit("batch"),
                          from_cache=F.lit(False))
-    quarantined = file_layout("quarantine")
+    quarantine_files = file_layout("quarantine")
     source_ref = F.concat(F.lit(prefix), "content_sha256")
     non_finite = conform(
-        status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")), quarantined,
+        status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")), quarantine_files,
         source_ref=source_ref, stage=F.lit("features"), reason_code=F.lit("non_finite_feature"),
         detail=F.lit("a stored feature is NaN or infinite"), seen_at_ms=F.lit(int(time.time() * 1000)))
-    failed = conform(scored.where(~F.col("ok")), quarantined, source_ref=source_ref,
+    failed = conform(scored.where(~F.col("ok")), quarantine_files, source_ref=source_ref,
                      seen_at_ms=F.col("scored_at_ms"), feature_version=F.lit(schema.feature_version))
     quarantine_rows = conform(
         non_finite.unionByName(failed)
         .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"),
-        quarantined)
+        quarantine_files)
     parallelism = spark.sparkContext.defaultParallelism
     staged_scores = store.staging(run_id, "out_scores")
     target = f"{partition}/run_id={run_id}"
