@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from _models_fixtures import built_bundle, copy_bundle, model_data, model_frames  # noqa: F401
+from _models_fixtures import built_bundle, copy_bundle
 from codegen.thresholds import split_thresholds
 from models.parity import adversarial_rows, tolerance
 from udfs.bundle import MANIFEST, MODEL_TYPES, PARITY_REPORT, read_manifest, read_parity_report, write_checksums
