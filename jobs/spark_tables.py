@@ -31,7 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from udfs.features import FEATURES
-from udfs.schemas import PHOTOS, QUARANTINE_TABLE, SCORE, spark_schema, without
+from udfs.schemas import PHOTOS, QUARANTINE_TABLE, SCORE, without
+from udfs.spark_udfs import spark_schema
 
 log = logging.getLogger("photoscore.tables")
 

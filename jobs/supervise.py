@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Two readings of one process' create time can differ by up to a second: psutil derives it from
-# the boot time, which the kernel reports in whole seconds and re-derives after a clock step.
-# A pid is never reused within a second of its first owner's start in practice.
-CREATE_TIME_TOLERANCE_S = 1.0
+# Two readings of one process' create time can differ by a second or a little more: psutil derives
+# it from the boot time, which the kernel reports in whole seconds and re-derives after a clock step
+# (seen here: a 1 s shift mid-run made a live job read as gone). A pid is reused only after the
+# kernel's pid space wraps, which takes far longer than a few seconds.
+CREATE_TIME_TOLERANCE_S = 5.0
 
 
 class WaitTimeout(PhotoscoreError, TimeoutError):

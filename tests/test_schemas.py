@@ -18,9 +18,9 @@ from udfs.decode import DecodeLimits
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES, extract_features, feature_frame
 from udfs.messages import encode_dlq, encode_upload
 from udfs.quarantine import QuarantineRecord, quarantine_frame
-from udfs.schemas import (QUARANTINE, QUARANTINE_TABLE, SCORE, feature_schema, frame, json_record, pandas_dtypes,
-                          spark_schema)
+from udfs.schemas import QUARANTINE, QUARANTINE_TABLE, SCORE, feature_schema, frame, json_record, pandas_dtypes
 from udfs.scoring import score_frame
+from udfs.spark_udfs import spark_schema
 from udfs.stream_scoring import SCORES, LoadedModel, process_message
 
 # The columns of each table's Parquet files before the layouts were derived (the DDL strings of

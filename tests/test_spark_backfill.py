@@ -17,7 +17,8 @@ from jobs.backfill_features import run_feature_backfill
 from jobs.backfill_scores import run_score_backfill
 from jobs.spark_tables import TABLES, file_layout, register_views
 from udfs.features import FEATURE_NAMES, content_sha256, extract_batch
-from udfs.schemas import SCORE, spark_schema
+from udfs.schemas import SCORE
+from udfs.spark_udfs import spark_schema
 
 pytestmark = pytest.mark.integration
 

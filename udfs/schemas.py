@@ -4,7 +4,7 @@ A layout is a pyarrow schema: field names, their order and their Arrow types. Ev
 derived from it, so batch and stream cannot drift apart:
 
 - pandas frames of the local commands and the Spark UDFs: `frame` (dtypes: `pandas_dtypes`);
-- Spark schemas of the tables and the UDFs' return types: `spark_schema` (pyspark's own mapping);
+- Spark schemas of the tables and the UDFs' return types: `udfs.spark_udfs.spark_schema` (pyspark's own mapping);
 - JSON records of the stream's topics: `json_record` (udfs/messages.py).
 
 Adding a field to a row is one line here; every producer then fails loudly until it sets the field
@@ -115,13 +115,6 @@ def frame(schema: pa.Schema, data: Mapping[str, Any] | Sequence = (), nullable: 
         if missing:
             raise ValueError(f"columns {missing} are missing (layout: {', '.join(schema.names)})")
     return pd.DataFrame(data, columns=schema.names).astype(pandas_dtypes(schema, nullable))
-
-
-def spark_schema(schema: pa.Schema):
-    """The Spark StructType of a layout, by pyspark's own Arrow type mapping (needs pyspark)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(schema)
 
 
 def json_record(schema: pa.Schema, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from udfs.decode import DecodeLimits, PhotoRejected
 from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES, FeatureRow, content_sha256, extract_features
 from udfs.photo_io import local_path, read_photo_bytes
 from udfs.quarantine import now_ms
-from udfs.schemas import PHOTOS, QUARANTINE, SCORE, frame, pick, spark_schema
+from udfs.schemas import PHOTOS, QUARANTINE, SCORE, frame, pick
 
 # --- feature backfill -----------------------------------------------------------------------------
 
@@ -31,6 +31,13 @@ EXTRACT_ROWS = pa.schema([*pick(FEATURES, "content_sha256", "photo_id"), PHOTOS.
                           pa.field("ok", pa.bool_()), *pick(FEATURES, "format", "dhash", *FEATURE_NAMES),
                           *pick(QUARANTINE, "stage", "reason_code", "detail", "seen_at_ms")])
 # Their Spark schemas, the mapInPandas return types.
+def spark_schema(schema: pa.Schema):
+    """The Spark StructType of a layout of udfs/schemas.py, by pyspark's own Arrow type mapping."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
 HASH_SCHEMA = spark_schema(HASH_ROWS)
 EXTRACT_SCHEMA = spark_schema(EXTRACT_ROWS)
 
