@@ -7,13 +7,11 @@ photoscore's `spark` section. A rerun with nothing new decodes nothing.
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, Param, task
 
-from jobs.orchestration import (JOBS_DIR, SCORES_PREFIX_ARGS, backfill_prefix, dag_settings, default_args,
-                                reconcile_task, schedule, tables_asset_uri)
+from jobs.orchestration import (JOBS_DIR, backfill_prefix, dag_arguments, dag_settings, reconcile_task,
+                                schedule, score_backfill, scoring_params, tables_asset_uri)
 from jobs.spark_session import submit_conf
 
 settings = dag_settings()
@@ -22,24 +20,13 @@ SCORES = Asset(name="photoscore_scores", uri=tables_asset_uri(settings, "scores"
 
 with DAG(
     dag_id="photoscore_backfill",
-    description="Backfill features and champion scores of the configured photo roots, then reconcile",
-    schedule=schedule(settings.airflow.backfill_schedule),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(settings),
-    user_defined_macros={"backfill_prefix": backfill_prefix},
     params={
         "input": Param(settings.storage.photo_roots, type="array", items={"type": "string"},
                        description="photo directories or manifests (.parquet/.csv/.txt) to backfill"),
-        "tables": Param(settings.resolve(settings.storage.tables), type="string", minLength=1,
-                        description="the table root"),
-        "model": Param(f"models:/{settings.mlflow.model_name}@{settings.mlflow.alias}", type="string",
-                       pattern=r"^models:/[^/@]+(@[^/@]+|/[0-9]+)$", description="the model that scores"),
-        "format": Param(settings.scoring.format, type="string", minLength=1,
-                        description="the export that scores"),
+        **scoring_params(settings, settings.mlflow.alias),
     },
-    tags=["photoscore"],
+    **dag_arguments(settings, "Backfill features and champion scores of the configured photo roots, "
+                    "then reconcile", schedule(settings.airflow.backfill_schedule)),
 ) as dag:
 
     @task
@@ -60,13 +47,7 @@ with DAG(
         conf=submit_conf(settings.spark), max_active_tis_per_dag=1,
     ).expand(application_args=feature_inputs())
 
-    scores = SparkSubmitOperator(
-        task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"),
-        name="photoscore-backfill-scores", conn_id=settings.airflow.spark_conn_id,
-        conf=submit_conf(settings.spark),
-        application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
-                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
-    )
+    scores = score_backfill(settings, "photoscore-backfill-scores")
 
     reconcile = reconcile_task(settings, outlets=[FEATURES, SCORES])
 

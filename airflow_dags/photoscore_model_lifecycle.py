@@ -10,12 +10,12 @@ human-in-the-loop approval task in the UI.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, Param, task
 
-from jobs.orchestration import champion_asset_uri, dag_settings, default_args, labels_asset_uri
+from jobs.orchestration import champion_asset_uri, dag_arguments, dag_settings, labels_asset_uri
 
 settings = dag_settings()
 LABELS = Asset(name="photoscore_labels", uri=labels_asset_uri(settings))
@@ -24,12 +24,7 @@ MODEL_TYPES = ["xgboost", "lightgbm", "catboost", "logreg"]
 
 with DAG(
     dag_id="photoscore_model_lifecycle",
-    description="Train, gate, compare and promote a new model version",
-    schedule=[LABELS],
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(settings),
+    **dag_arguments(settings, "Train, gate, compare and promote a new model version", [LABELS]),
     params={
         "features": Param(settings.airflow.lifecycle_features, type="string",
                           description="training features parquet (photoscore features)"),
@@ -44,7 +39,6 @@ with DAG(
         "approve": Param(False, type="boolean",
                          description="promote without asking (automation); false: approve in the UI"),
     },
-    tags=["photoscore"],
 ) as dag:
 
     @task

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from jobs.config import ConfigError, load_settings
+from jobs.config import load_settings_or_exit
 from udfs.settings import Settings
 from jobs.progress import Progress
 from jobs.spark_tables import (Commit, TableStore, conform, file_layout, new_run_id, run_id_arg,
@@ -258,11 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.overrides)
-    except ConfigError as exc:
-        print(f"backfill features: config error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit("backfill features", args.overrides)
     tables = args.tables or settings.resolve(settings.storage.tables)
     spark = get_session(settings.spark, "photoscore-backfill-features")
     try:

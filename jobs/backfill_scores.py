@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import reduce
 from pathlib import Path
 
-from jobs.config import ConfigError, load_settings
+from jobs.config import load_settings_or_exit
 from jobs import model_args
 from udfs.settings import Settings
 from jobs.spark_tables import (Commit, TableStore, conform, file_layout, new_run_id, run_id_arg, table_schema,
@@ -252,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.overrides)
-    except ConfigError as exc:
-        print(f"backfill scores: config error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit("backfill scores", args.overrides)
     tables = args.tables or settings.resolve(settings.storage.tables)
     spark = get_session(settings.spark, "photoscore-backfill-scores")
     try:

@@ -22,6 +22,7 @@ to know which source gave each value.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, get_origin
@@ -224,6 +225,16 @@ def load_settings_with_sources(
         return Settings.model_validate(layers.data), layers.origins
     except ValidationError as exc:
         raise ConfigError(_explain(exc, layers)) from None
+
+
+def load_settings_or_exit(prog: str, overrides: Iterable[str] = ()) -> Settings:
+    """`load_settings` for a script's entry point: a config error is printed for `prog` and the
+    process exits 2, as `photoscore` does."""
+    try:
+        return load_settings(overrides)
+    except ConfigError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_settings(

@@ -13,7 +13,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     """Configure the topics; print one line per topic."""
     from jobs.broker import bootstrap_servers
-    from jobs.config import ConfigError, load_settings
+    from jobs.config import load_settings_or_exit
     from jobs.kafka_admin import NOT_UPDATED, configure_topics, topic_specs
     from udfs.errors import PhotoscoreError
 
@@ -23,14 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         print("usage: python -m jobs.configure_topics", file=sys.stderr)
         return 2
+    settings = load_settings_or_exit("configureTopics")
     try:
-        settings = load_settings()
         lines = configure_topics(bootstrap_servers(settings), topic_specs(settings.kafka))
         for line in lines:
             print(line)
-    except ConfigError as exc:
-        print(f"configureTopics: config error: {exc}", file=sys.stderr)
-        return 2
     except PhotoscoreError as exc:
         print(f"configureTopics: {exc}", file=sys.stderr)
         return 1

@@ -112,3 +112,40 @@ def reconcile_task(settings: Settings, outlets: list, no_decodes: bool = False):
         return {"runs": [report["run_id"] for report in reports], "decoded": decoded}
 
     return reconcile()
+
+
+def dag_arguments(settings: Settings, description: str, schedule_on) -> dict:
+    """What every photoscore DAG is declared with besides its id and params."""
+    from datetime import datetime
+
+    return {"description": description, "schedule": schedule_on, "start_date": datetime(2026, 1, 1),
+            "catchup": False, "max_active_runs": 1, "default_args": default_args(settings),
+            "tags": ["photoscore"], "user_defined_macros": {"backfill_prefix": backfill_prefix}}
+
+
+def scoring_params(settings: Settings, alias: str) -> dict:
+    """The params of a DAG that scores the archive: the table root, the model, the export."""
+    from airflow.sdk import Param
+
+    return {
+        "tables": Param(settings.resolve(settings.storage.tables), type="string", minLength=1,
+                        description="the table root"),
+        "model": Param(f"models:/{settings.mlflow.model_name}@{alias}", type="string",
+                       pattern=r"^models:/[^/@]+(@[^/@]+|/[0-9]+)$", description="the model that scores"),
+        "format": Param(settings.scoring.format, type="string", minLength=1,
+                        description="the export that scores"),
+    }
+
+
+def score_backfill(settings: Settings, name: str):
+    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from jobs.spark_session import submit_conf
+
+    return SparkSubmitOperator(
+        task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"), name=name,
+        conn_id=settings.airflow.spark_conn_id, conf=submit_conf(settings.spark),
+        application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
+                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
+    )
