@@ -18,21 +18,19 @@ from udfs.settings import Settings
 def consumer_lag(bootstrap: str, topic: str, group_id: str) -> int:
     """Records of `topic` the consumer group has not committed yet (all of them when it never
     committed): what the job still has to read, as of its last checkpoint."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    # A consumer of the group that never subscribes reads its committed offsets without joining it.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                             request_timeout_ms=10_000)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise PhotoscoreError(f"topic {topic} has no partitions on {bootstrap}; run configureTopics.sh")
         ends = consumer.end_offsets(partitions)
-        committed = admin.list_consumer_group_offsets(group_id, partitions=partitions)
-        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0
-                                      else 0)) for tp in partitions)
+        return sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in partitions)
     finally:
         consumer.close()
-        admin.close()
 
 
 @dataclass
