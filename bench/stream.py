@@ -64,15 +64,15 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
 _LIMIT_WORKER: dict = {}
 
 
-def _limit_worker_init(bundle: tuple, limits, warm_message: bytes, warm) -> None:
+def _limit_worker_init(bundle: tuple, limits, intake, warm_message: bytes, warm) -> None:
     """A limit worker: load the model once, push one message through (imports, caches), then
     wait at `warm` (a barrier) until every worker and the timer are ready."""
     from udfs.stream_scoring import load_model, process_message
 
     name, version, bundle_dir = bundle
     model = load_model(name, version, Path(bundle_dir), "native")
-    _LIMIT_WORKER.update(model=model, limits=limits)
-    process_message(warm_message, "bench/0/-1", model, {}, limits)
+    _LIMIT_WORKER.update(model=model, limits=limits, intake=intake)
+    process_message(warm_message, "bench/0/-1", model, {}, limits, intake)
     warm.wait()
 
 
@@ -81,11 +81,12 @@ def _limit_worker_run(chunk: list[tuple[int, bytes]]) -> int:
     from udfs.stream_scoring import process_message
 
     for i, message in chunk:
-        process_message(message, f"bench/0/{i}", _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"])
+        process_message(message, f"bench/0/{i}", _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"],
+                        _LIMIT_WORKER["intake"])
     return len(chunk)
 
 
-def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
+def limit_pps(paths: list[Path], bundle: tuple, limits, intake, workers: int) -> float:
     """(a) photos/s of the in-process pipeline on the same messages the stream gets, run by
     `workers` processes at once: the limit of the cores the stream's JVM and Python workers share.
 
@@ -98,7 +99,7 @@ def limit_pps(paths: list[Path], bundle: tuple, limits, workers: int) -> float:
     messages = [(i, file_upload(p.name, p)) for i, p in enumerate(paths)]
     chunks = [messages[k:k + 10] for k in range(0, len(messages), 10)]
     warm = ctx.Barrier(workers + 1)
-    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, messages[0][1], warm)) as pool:
+    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, intake, messages[0][1], warm)) as pool:
         warm.wait(timeout=600)  # every worker has loaded the model and scored one photo
         t0 = time.perf_counter()
         done = sum(pool.imap_unordered(_limit_worker_run, chunks))
@@ -334,10 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import promote, resolve_bundle
     from models.train import train_and_register
     from udfs.features import extract_batch
+    from udfs.stream_scoring import upload_intake
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     registry_home = work / "registry"
-    settings = load_settings([f"home={registry_home}"], env={})
+    # The photos are made under `work`: the stream reads them from there (storage.photo_roots).
+    roots = f"storage.photo_roots=[{work}]"
+    settings = load_settings([f"home={registry_home}", roots], env={})
     print("building corpus, features and a model ...", file=sys.stderr)
     build_corpus(work / "corpus", n=48, seed=5, broken=False, progress=False)
     import pandas as pd
@@ -353,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", settings)
     url = registry_url_for_job(settings)
     def limit() -> float:
-        return limit_pps(photos, (name, v, str(bundle_dir)), settings.features.limits(), args.limit_workers)
+        return limit_pps(photos, (name, v, str(bundle_dir)), settings.features.limits(), upload_intake(settings),
+                         args.limit_workers)
 
     rows = []
     try:
@@ -364,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             before = limit()
             print(f"(a) in-process limit, {args.limit_workers} processes: {before:.1f} photos/s; running the stream on the {mode} broker ...",
                   file=sys.stderr)
-            row = run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000",
+            row = run_mode(mode, [f"mlflow.tracking_uri={url}", "flink.checkpoint_interval_ms=5000", roots,
                                   *args.overrides],
                            photos, warmup, args.seconds, work / "corpus", work,
                            tuple(float(r) for r in args.rates.split(",") if r))

@@ -6,12 +6,17 @@ Work done per run, in two passes so no content is decoded twice:
 1. hash pass: read each input's bytes on an executor, keep (photo_id, uri, content_sha256, size)
    or its read failure, classified against the tables (features known, decode failed before).
    Reading is cheap next to decoding.
-2. decode pass: only contents that have neither features nor a quarantined decode for this feature
-   version, once per distinct content (duplicates within the run decode once), through
+2. decode pass: only contents that have neither features nor a quarantined decode for the run's
+   feature version, once per distinct content (duplicates within the run decode once), through
    `udfs.features.extract_features` inside mapInPandas; bytes are read again inside the UDF, one
    photo at a time, so a batch never carries 30 MB blobs through Arrow.
 Every input ends in exactly one of featured / quarantined / known, and the run commits atomically
 (jobs/spark_tables.py).
+
+A run computes one feature version (`run_version`): `--feature-version N`, else the version of the
+model it is to serve (`--model`, else the configured champion: its bundle's feature_schema.json),
+else `features.version`. Versions live side by side in the tables, so a content is decoded once
+per version it is featured in.
 """
 from __future__ import annotations
 
@@ -30,13 +35,14 @@ from jobs.progress import Progress
 from jobs.spark_tables import (Commit, TableStore, conform, file_layout, new_run_id, run_id_arg,
                                write_counted)
 from udfs.errors import PhotoscoreError
-from udfs.features import FEATURE_VERSION
 
 log = logging.getLogger("photoscore.backfill.features")
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", ".lst")
 # Where each input ends up in a run: featured / known count as such, the rest are quarantined.
 OUTCOMES = ("featured", "known", "read_failed", "known_bad", "failed")
+# Exit status of a run stopped by a photo store outage (sysexits.h "try again later").
+EX_TEMPFAIL = 75
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,18 @@ class FeatureBackfillResult:
     quarantined: int
     known: int
     decoded: int
+    feature_version: int
 
     def line(self) -> str:
         return (f"inputs={self.inputs} featured={self.featured} quarantined={self.quarantined} "
                 f"known={self.known}")
+
+
+def input_kind(source: str, kind: str = "auto") -> str:
+    """"dir" or "manifest": `kind`, or by the name when "auto" (a .parquet/.csv/.txt/.lst is a manifest)."""
+    if kind == "auto":
+        return "manifest" if source.lower().endswith(MANIFEST_SUFFIXES) else "dir"
+    return kind
 
 
 def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: str = "auto"):
@@ -60,8 +74,7 @@ def input_frame(spark, store: TableStore, source: str, glob: str | None, kind: s
     manifest (parquet/csv with a `uri` column and optional `photo_id`, or text: one URI a line)."""
     from pyspark.sql import functions as F
 
-    if kind == "auto":
-        kind = "manifest" if source.lower().endswith(MANIFEST_SUFFIXES) else "dir"
+    kind = input_kind(source, kind)
     if not store.exists(source):
         raise PhotoscoreError(f"input {source} does not exist; pass a photo directory or a manifest of URIs")
     if kind == "dir":
@@ -109,28 +122,66 @@ def _progress_thread(accumulator, total: int, stop: threading.Event) -> threadin
     return thread
 
 
+def run_version(settings: Settings, feature_version: int | None = None, model_uri: str | None = None) -> int:
+    """The feature version a run computes: `feature_version`; else that of `model_uri`'s bundle;
+    else that of the configured champion (`mlflow.model_name`@`mlflow.alias`) when the registry
+    has one; else `features.version`. A named model that cannot be resolved is an error."""
+    from udfs.features import feature_set
+
+    if feature_version is not None:
+        return feature_set(feature_version).version
+    if model_uri is not None:
+        return model_feature_version(settings, model_uri)
+    champion = f"models:/{settings.mlflow.model_name}@{settings.mlflow.alias}"
+    try:
+        version = model_feature_version(settings, champion)
+    except PhotoscoreError as exc:
+        version = settings.features.feature_version()
+        log.info("no champion to serve (%s): computing features.version %d", exc, version)
+        return version
+    log.info("computing feature version %d, the one champion %s was trained on", version, champion)
+    return version
+
+
+def model_feature_version(settings: Settings, model_uri: str) -> int:
+    """The feature version the model was trained on (its bundle's feature_schema.json)."""
+    from models.registry import resolve_bundle
+    from udfs.bundle import read_feature_schema
+    from udfs.features import feature_set
+
+    _, _, bundle_dir = resolve_bundle(model_uri, settings)
+    return feature_set(read_feature_schema(bundle_dir).feature_version).version
+
+
 def run_feature_backfill(spark, settings: Settings, source: str, tables: str, glob: str | None = None,
-                         kind: str = "auto", run_id: str | None = None) -> FeatureBackfillResult:
-    """Backfill features of `source` into the tables at `tables`; returns the reconciled counts."""
+                         kind: str = "auto", run_id: str | None = None,
+                         version: int | None = None) -> FeatureBackfillResult:
+    """Backfill features of feature version `version` (default `features.version`) of `source`
+    into the tables at `tables`; returns the reconciled counts."""
     from pyspark.sql import functions as F
 
     from udfs.spark_udfs import EXTRACT_SCHEMA, HASH_SCHEMA, extract_partitions, hash_partitions
 
     from jobs.spark_session import set_arrow_batch_rows
+    from udfs.photo_io import photo_reader
 
     limits = settings.features.limits()
+    version = settings.features.feature_version() if version is None else version
+    # The operator's own --input directory is allowed for this run; a manifest's URIs must be under
+    # storage.photo_roots (README "Trust model").
+    reader = photo_reader(settings, [source] if input_kind(source, kind) == "dir" else [])
     set_arrow_batch_rows(spark, settings.spark.features_batch_rows)
     store = TableStore(spark, tables)
     store.recover()
     run_id = run_id or new_run_id()
     parallelism = spark.sparkContext.defaultParallelism
 
-    features = store.read("features").where(F.col("feature_version") == FEATURE_VERSION)
+    features = store.read("features").where(F.col("feature_version") == version)
     photos = store.read("photos")
     quarantine = store.read("quarantine")
     known_keys = features.select("content_sha256").distinct().withColumn("_known", F.lit(True))
     # Contents whose decode already failed for this version: deterministic, never retried.
-    bad = (quarantine.where((F.col("feature_version") == FEATURE_VERSION) & F.col("content_sha256").isNotNull()
+    bad = (quarantine.where((F.col("feature_version") == version) & F.col("content_sha256").isNotNull()
                             & F.col("stage").isin("parse", "decode", "features"))
            .groupBy("content_sha256")
            .agg(F.min(F.struct("stage", "reason_code", "detail")).alias("_bad")))
@@ -140,7 +191,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     # reads the same snapshot of inputs, and the joins run once.
     inputs = input_frame(spark, store, source, glob, kind)
     classified_path = store.staging(run_id, "classified")
-    n_new = write_counted(inputs.mapInPandas(hash_partitions(limits.max_file_bytes), HASH_SCHEMA)
+    n_new = write_counted(inputs.mapInPandas(hash_partitions(reader, limits.max_file_bytes), HASH_SCHEMA)
                           .join(known_keys, "content_sha256", "left").join(bad, "content_sha256", "left"),
                           classified_path, new=F.count(F.when(new_content, 1)))["new"]
     classified = spark.read.parquet(classified_path)
@@ -158,7 +209,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
             (classified.where(new_content).select("content_sha256", "photo_id", "uri")
              .repartition(min(max(parallelism * 2, math.ceil(n_new / 200)), n_new), "content_sha256")
              .sortWithinPartitions("content_sha256", "uri", "photo_id")
-             .mapInPandas(extract_partitions(limits, decodes, rows_done), EXTRACT_SCHEMA)
+             .mapInPandas(extract_partitions(limits, reader, decodes, rows_done, version), EXTRACT_SCHEMA)
              .write.parquet(extracted_path))
         finally:
             stop.set()
@@ -179,7 +230,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     # 3. staged table rows.
     commit = Commit(run_id)
     now = F.lit(int(time.time() * 1000)).cast("long")
-    feature_rows = extracted.where("ok").withColumn("feature_version", F.lit(FEATURE_VERSION))
+    feature_rows = extracted.where("ok").withColumn("feature_version", F.lit(version))
     reason = (F.when(F.col("outcome") == "read_failed", F.struct("stage", "reason_code", "detail"))
               .when(F.col("outcome") == "known_bad", F.col("_bad")).otherwise(F.col("_failed")))
     quarantine_rows = (status.where(F.col("outcome").isin("read_failed", "known_bad", "failed"))
@@ -187,7 +238,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
                        .select(F.col("uri").alias("source_ref"), F.coalesce("photo_id", "uri").alias("photo_id"),
                                F.col("_r.stage").alias("stage"), F.col("_r.reason_code").alias("reason_code"),
                                F.col("_r.detail").alias("detail"), now.alias("seen_at_ms"), "content_sha256",
-                               F.lit(FEATURE_VERSION).alias("feature_version"))
+                               F.lit(version).alias("feature_version"))
                        # idempotent: one row per (input, reason), whichever run saw it first
                        .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti")
                        .dropDuplicates(["source_ref", "reason_code"]))
@@ -219,7 +270,7 @@ def run_feature_backfill(spark, settings: Settings, source: str, tables: str, gl
     result = FeatureBackfillResult(
         run_id=run_id, inputs=counts["rows"], featured=counts["featured"],
         quarantined=counts["read_failed"] + counts["known_bad"] + counts["failed"],
-        known=counts["known"], decoded=int(decodes.value))
+        known=counts["known"], decoded=int(decodes.value), feature_version=version)
     if result.inputs != result.featured + result.quarantined + result.known:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
     store.write_report(run_id, {
@@ -249,6 +300,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "orchestrator finds its runs' reports under TABLES/_runs by it")
     parser.add_argument("--input-kind", choices=("auto", "dir", "manifest"), default="auto",
                         help="auto: a .parquet/.csv/.txt/.lst path is a manifest, anything else a directory")
+    parser.add_argument("--feature-version", type=int, default=None, metavar="N",
+                        help="the feature version to compute (default: the one --model was trained on)")
+    parser.add_argument("--model", default=None, metavar="MODEL_URI",
+                        help="compute the feature version this model (models:/NAME@ALIAS or models:/NAME/N) "
+                             "was trained on (default: config mlflow.model_name@mlflow.alias, or "
+                             "features.version when the registry has no such model)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,16 +317,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings_or_exit("backfill features", args.overrides)
     tables = args.tables or settings.resolve(settings.storage.tables)
-    spark = get_session(settings.spark, "photoscore-backfill-features")
     try:
-        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind,
-                                      new_run_id(args.run_prefix))
+        version = run_version(settings, args.feature_version, args.model)
     except PhotoscoreError as exc:
         print(f"backfill features: {exc}", file=sys.stderr)
         return 1
+    spark = get_session(settings.spark, "photoscore-backfill-features")
+    try:
+        result = run_feature_backfill(spark, settings, args.input, tables, args.glob, args.input_kind,
+                                      new_run_id(args.run_prefix), version)
+    except PhotoscoreError as exc:
+        print(f"backfill features: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a task's exception reaches the driver as Spark's text
+        cause = next((line.strip() for line in str(exc).splitlines() if "TransientReadError:" in line), None)
+        if cause is None:
+            raise
+        print(f"backfill features: a photo store is unavailable ({cause}); nothing was committed or "
+              "quarantined for it: run again when it is back", file=sys.stderr)
+        return EX_TEMPFAIL
     finally:
         spark.stop()
-    print(f"run={result.run_id} decoded={result.decoded}")
+    print(f"run={result.run_id} feature_version={version} decoded={result.decoded}")
     print(result.line())
     return 0
 

@@ -10,6 +10,10 @@ in a scalar-iterator Arrow UDF over the feature columns only (the scorer `photos
 on the same float32 matrix), with the bundle shipped by `SparkContext.addArchive` and loaded once
 per Python worker. Failed rows become quarantine rows in SQL, the same for every format.
 
+Only feature rows of the feature version the model was trained on are scored (its bundle's
+feature_schema.json); a table holding only other versions is refused, naming the command that
+computes the missing one.
+
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
 version's partition atomically (jobs/spark_tables.py).
@@ -139,6 +143,16 @@ def score_frame_spark(spark, settings: Settings, todo, bundle_dir: Path, names, 
                     F.when(~ok, detail).alias("detail")))
 
 
+def missing_version_message(name: str, version: int, needed: int, tables: str, stored: list[int]) -> str:
+    """Why a model cannot be scored from the tables: no feature row of the version it was trained
+    on, only of `stored` (a model scores features of its own version only), and the command that
+    computes them."""
+    held = f"feature version{'s' if len(stored) > 1 else ''} {', '.join(map(str, stored))}"
+    return (f"model {name}/{version} was trained on feature version {needed}, but {tables} holds only {held}; "
+            f"compute version {needed} first: photoscore backfill features --input PHOTOS --tables {tables} "
+            f"--feature-version {needed}")
+
+
 def run_score_backfill(spark, settings: Settings, model_uri: str, export_format: str, tables: str,
                        force: bool = False, run_id: str | None = None) -> ScoreBackfillResult:
     """Score every stored feature row of the model's feature version not yet scored by it."""
@@ -158,7 +172,13 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
     names = list(schema.names)
     prefix = f"models:/{name}/{version}#"
 
-    features = store.read("features").where(F.col("feature_version") == schema.feature_version)
+    stored = store.read("features")
+    features = stored.where(F.col("feature_version") == schema.feature_version)
+    if not features.take(1):
+        # Features of other versions only: a mismatch to refuse. An empty table scores nothing.
+        others = sorted(r[0] for r in stored.select("feature_version").distinct().collect())
+        if others:
+            raise PhotoscoreError(missing_version_message(name, version, schema.feature_version, tables, others))
     partition = score_partition_path(store, name, version)
     if store.has_data(partition) and not force:
         known = spark.read.parquet(partition).select("content_sha256").distinct().withColumn("_known", F.lit(True))

@@ -3,7 +3,8 @@ API (the same code on a local path, HDFS or an object store).
 
 Layout under ROOT (a path or URI from `storage.tables`):
 
-    features/run_id=R/part-*.parquet                     one row per (content_sha256, feature_version)
+    features/run_id=R/part-*.parquet                     one row per (content_sha256, feature_version);
+                                                         every version's columns, a row fills its own
     photos/run_id=R/part-*.parquet                       photo_id -> content_sha256 (+ uri, file_bytes)
     quarantine/run_id=R/part-*.parquet                   quarantine rows (+ content_sha256, feature_version)
     scores/model_name=M/model_version=V/run_id=R/...     one row per (content_sha256, M, V)
@@ -30,15 +31,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from udfs.features import FEATURES
 from udfs.schemas import PHOTOS, QUARANTINE_TABLE, SCORE, without
-from udfs.spark_udfs import spark_schema
+from udfs.spark_udfs import FEATURE_TABLE, spark_schema
 
 log = logging.getLogger("photoscore.tables")
 
 # Each table's row layout (udfs/schemas.py), and the layout's columns that live in the directory
 # names (partitions) rather than in the files; every table is also partitioned by `run_id`, last.
-LAYOUTS = {"features": FEATURES, "photos": PHOTOS, "quarantine": QUARANTINE_TABLE, "scores": SCORE}
+LAYOUTS = {"features": FEATURE_TABLE, "photos": PHOTOS, "quarantine": QUARANTINE_TABLE, "scores": SCORE}
 PARTITIONS = {"scores": ("model_name", "model_version")}
 TABLES = tuple(LAYOUTS)
 STAGING = "_staging"
@@ -229,11 +229,12 @@ class TableStore:
         path = self.table(name)
         if not self.has_data(path):
             return self.spark.createDataFrame([], schema)
-        frame = self.spark.read.parquet(path)
+        # Read under the table's schema, not one inferred from a file: files written before a
+        # column was added (a new feature version's) read it as null.
+        frame = self.spark.read.schema(schema).parquet(path)
         # Partition values are read as strings (partition type inference is off): cast them, as
         # every column, to its layout type (a no-op for the files' own columns).
-        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema
-                              if f.name in frame.columns])
+        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema])
 
 
 def register_views(spark, root: str) -> list[str]:

@@ -6,12 +6,14 @@ photos.dlq (runs in `.venv-flink`).
          unclaimed: parse + validate, read the bytes, hash them (udfs.stream_scoring), keyed by the hash
       -> keyed by content_sha256 -> process: parse, read, hash (a claim is verified here); cached
          features/score, else decode + features (udfs.features, as batch) + score (udfs.scoring, as
-         batch) with the current champion; ValueState with TTL remembers each content's features
-         and last score
+         batch) with the current champion, on features of the version it was trained on; ValueState
+         with TTL remembers each content's features and last score per feature version
       -> photos.scores / photos.dlq (KafkaSink, at-least-once, flushed on checkpoint)
 
 A claimed photo crosses JVM <-> Python once; `photoscore upload` claims every photo's hash.
-Every message ends as a score or a DLQ record; the job never fails because of a message.
+Every message ends as a score or a DLQ record; the job never fails because of a message. It fails
+(and Flink restarts it from the checkpoint) when a photo's store is unreachable: that photo is read
+again, never dead-lettered for the outage.
 Checkpoints are retained on cancellation, so `photoscore stream start` resumes from the newest one
 (`--restore`); records after it are replayed and carry the same score identity (content_sha256,
 model_name, model_version).
@@ -198,8 +200,9 @@ def build(env, settings) -> None:
         from udfs.settings import Settings
         return Settings.model_validate_json(settings_json)
 
-    def prepare_line(line: str, limits):
+    def prepare_line(line: str, limits, intake):
         """(PreparedPhoto | QuarantineRecord, uploaded_at_ms) of one metadata line."""
+        from udfs.errors import TransientReadError
         from udfs.messages import source_ref
         from udfs.quarantine import QuarantineRecord, now_ms
         from udfs.stream_scoring import prepare
@@ -207,7 +210,11 @@ def build(env, settings) -> None:
         raw, topic, partition, offset = split_record(line)
         ref = source_ref(topic, partition, offset)
         try:
-            return prepare(raw, ref, limits)
+            return prepare(raw, ref, limits, intake)
+        except TransientReadError:
+            # The photo's store is unreachable (after the reader's retries): not the message's
+            # fault. The task fails, Flink restarts the job from its checkpoint and reads it again.
+            raise
         except Exception as exc:  # noqa: BLE001 - a message never kills the job
             return QuarantineRecord(ref, None, "parse", "malformed_message",
                                     f"{type(exc).__name__}: {exc}"[:500], now_ms()), None
@@ -216,13 +223,16 @@ def build(env, settings) -> None:
         """Row("", line) of a message without a claim -> Row(content_sha256, line) | DLQ JSON."""
 
         def open(self, ctx: RuntimeContext):
-            self.limits = worker_settings().features.limits()
+            from udfs.stream_scoring import upload_intake
+
+            settings = worker_settings()
+            self.limits, self.intake = settings.features.limits(), upload_intake(settings)
 
         def process_element(self, row, ctx):
             from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord
 
-            prepared, uploaded = prepare_line(row[1], self.limits)
+            prepared, uploaded = prepare_line(row[1], self.limits, self.intake)
             if isinstance(prepared, QuarantineRecord):
                 yield dlq_tag, encode_dlq(prepared, uploaded)
             else:
@@ -233,14 +243,14 @@ def build(env, settings) -> None:
         Score JSON on the main output, DLQ JSON on the side output."""
 
         def open(self, ctx: RuntimeContext):
-            from udfs.stream_scoring import registry_holder
+            from udfs.stream_scoring import registry_holder, upload_intake
 
             settings = worker_settings()
             # The worker's gRPC threads wake constantly; feature extraction releases the GIL in
             # every OpenCV/Pillow call and, with Python's 5 ms switch interval, can wait that long
             # to get it back each time.
             sys.setswitchinterval(settings.flink.gil_switch_interval_ms / 1000.0)
-            self.limits = settings.features.limits()
+            self.limits, self.intake = settings.features.limits(), upload_intake(settings)
             # ReturnExpiredIfNotCleanedUp keeps PyFlink's state cache: with NeverReturnExpired every
             # value()/update() is a synchronous round trip to the JVM. An expired entry read before
             # its cleanup is still right: features are a function of the content, and a cached
@@ -249,7 +259,10 @@ def build(env, settings) -> None:
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                    .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
                    .build())
-            desc = ValueStateDescriptor("content", Types.PICKLED_BYTE_ARRAY())
+            # The content's cache entries by feature version (udfs.stream_scoring.ContentCache). Not
+            # named "content", the state of jobs that cached one entry per content: a checkpoint of
+            # theirs restores into this job without its values being read as this state's.
+            desc = ValueStateDescriptor("content-by-version", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl)
             self.state = ctx.get_state(desc)
             self.holder = registry_holder(settings)
@@ -260,7 +273,7 @@ def build(env, settings) -> None:
             from udfs.quarantine import QuarantineRecord, now_ms
             from udfs.stream_scoring import DLQ, process_keyed
 
-            prepared, uploaded = prepare_line(line, self.limits)
+            prepared, uploaded = prepare_line(line, self.limits, self.intake)
             if isinstance(prepared, QuarantineRecord):
                 yield dlq_tag, encode_dlq(prepared, uploaded)
                 return

@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Mapping
 
 from jobs.broker import fetch_wait_ms
 from udfs.errors import PhotoscoreError
@@ -123,6 +124,24 @@ def job_settings(settings: Settings, bootstrap: str, tracking_uri: str) -> Setti
     )
 
 
+def job_environment(python: str, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment the job's process starts with: `base`, with `python`'s directory first on
+    PATH and PYTHONPATH set to this checkout's root (REPO).
+
+    The Flink environment installs photoscore in editable mode pointing at one checkout; without
+    PYTHONPATH a job started from another checkout (a git worktree) would import that one's `udfs`
+    and `jobs`. PYTHONPATH entries precede the editable finder, and the Python workers the JVM
+    starts inherit the variable, so the job and its workers run the code of the checkout that
+    started them. The caller's own PYTHONPATH is dropped: it may name the CLI environment's
+    packages, built for another Python.
+    """
+    env = dict(base)
+    # The Python worker is started by the JVM; make sure neither picks another environment's python.
+    env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
 def _rest(jobmanager: str, path: str, method: str = "GET") -> dict:
     req = urllib.request.Request(f"http://{jobmanager}{path}", method=method)
     try:
@@ -164,7 +183,7 @@ def start_stream(settings: Settings, restore: bool = True, wait_s: float = 120.0
         if checkpoint:
             argv[2:2] = ["-s", checkpoint.as_uri()]
         argv += ["--settings-json", str(cfg_path)]
-        env = dict(os.environ, PYFLINK_CLIENT_EXECUTABLE=py)
+        env = dict(job_environment(py, os.environ), PYFLINK_CLIENT_EXECUTABLE=py)
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=wait_s)
         with open(log_path, "a") as fh:
             fh.write(out.stdout + out.stderr)
@@ -175,10 +194,7 @@ def start_stream(settings: Settings, restore: bool = True, wait_s: float = 120.0
         (d / "job.id").write_text(f"{jobmanager} {job_id}\n")
         return {"mode": "session", "job_id": job_id, "jobmanager": jobmanager, "log": str(log_path),
                 "restore": str(checkpoint) if checkpoint else None}
-    env = dict(os.environ)
-    # The Python worker is started by the JVM; make sure neither picks another environment's python.
-    env["PATH"] = f"{Path(job.flink.python).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("PYTHONPATH", None)
+    env = job_environment(job.flink.python, os.environ)
     env["FLINK_LOG_DIR"] = str(d)  # the mini-cluster's own log next to job.log, not inside the wheel
     jvm_args = settings.flink.jvm_args.strip()
     if jvm_args:

@@ -19,6 +19,7 @@ docstring.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -217,7 +218,42 @@ def _signal_group(proc: psutil.Process, sig: int) -> None:
         proc.send_signal(sig)  # psutil refuses if the pid was reused meanwhile
 
 
-# ---------------------------------------------------------------- ports
+# ---------------------------------------------------------------- state files and ports
+
+def read_json(path: Path) -> dict | None:
+    """A supervised service's state file (JSON), or None when missing or garbled."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, data: dict, mode: int | None = None) -> None:
+    """Replace a state file atomically (readers never see half of it), with permissions `mode` if
+    given (set before the rename: a secret is never readable by others)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def kept_ports(path: Path, names: Sequence[str], running: bool, fixed: dict[str, int] | None = None) -> dict[str, int]:
+    """A service's loopback ports, chosen once and kept in `path` so clients and a restart find it
+    again. A name without a port gets a free one, and so does one whose port someone else took
+    while the service was not `running`; a non-zero `fixed` port wins."""
+    ports = read_json(path) or {}
+    changed = False
+    for name in names:
+        port = (fixed or {}).get(name)
+        if not port and (name not in ports or (not running and port_open("127.0.0.1", ports[name]))):
+            port = free_port()
+        if port and ports.get(name) != port:
+            ports[name], changed = port, True
+    if changed:
+        write_json(path, ports)
+    return ports
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from udfs.errors import PhotoscoreError
 
@@ -76,6 +77,26 @@ def assign_splits(groups: pd.Series, fractions: Sequence[float] = DEFAULT_FRACTI
     return groups.map(split_of).astype("string")
 
 
+def training_feature_version(features_path: Path | str, requested: int | None = None,
+                             default: int | None = None) -> int:
+    """The feature version to train on: `requested`, else the one version the features file holds
+    (its `feature_version` column, as `photoscore features` writes it), else `default` (the
+    newest when None) for a file without the column. A file of several versions needs `requested`."""
+    from udfs.features import FEATURE_VERSION, feature_set
+
+    if requested is not None:
+        return feature_set(requested).version
+    columns = pq.read_schema(features_path).names
+    if "feature_version" not in columns:
+        return feature_set(FEATURE_VERSION if default is None else default).version
+    versions = sorted(pd.unique(pd.read_parquet(features_path, columns=["feature_version"])["feature_version"]
+                                .dropna()).tolist())
+    if len(versions) != 1:
+        raise PhotoscoreError(f"{features_path} holds feature versions {versions}: name the one to train on "
+                              "with --feature-version")
+    return feature_set(int(versions[0])).version
+
+
 def load_training_data(features_path: Path | str, labels_path: Path | str, target: str,
                        feature_names: Sequence[str], feature_version: int,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS) -> TrainingData:
@@ -90,11 +111,13 @@ def load_training_data(features_path: Path | str, labels_path: Path | str, targe
     if missing:
         raise PhotoscoreError(f"{features_path} lacks feature columns {missing}; recompute features")
     if "feature_version" in features.columns:
+        # A model is trained on one feature version (recorded in its bundle): keep that version's rows.
         versions = set(pd.unique(features["feature_version"]).tolist())
-        if versions - {feature_version}:
+        if feature_version not in versions:
             raise PhotoscoreError(
-                f"{features_path} holds feature versions {sorted(versions)}; this photoscore trains on "
-                f"version {feature_version} - recompute features with `photoscore features`")
+                f"{features_path} holds feature versions {sorted(versions)}, none of version {feature_version} - "
+                f"compute them with `photoscore features --feature-version {feature_version}`")
+        features = features[features["feature_version"] == feature_version]
     if target not in labels.columns or "photo_id" not in labels.columns:
         raise PhotoscoreError(
             f"{labels_path} has no {target!r} column (columns: {', '.join(labels.columns)})")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.data import TrainingData, load_training_data
+from models.data import TrainingData, load_training_data, training_feature_version
 from models.metrics import evaluate
 from models.registry import get_registered, resolve_bundle
 from udfs.errors import PhotoscoreError
@@ -36,10 +36,12 @@ class Measured:
 
 
 def lifecycle_data(features: Path | str, labels: Path | str, target: str) -> TrainingData:
-    """The labelled data every step measures on (the same join and split as training)."""
-    from udfs.features import FEATURE_NAMES, FEATURE_VERSION
+    """The labelled data every step measures on (the same join, feature version and split as
+    training: `training_feature_version`)."""
+    from udfs.features import feature_set
 
-    return load_training_data(features, labels, target, FEATURE_NAMES, FEATURE_VERSION)
+    version = training_feature_version(features)
+    return load_training_data(features, labels, target, feature_set(version).names, version)
 
 
 def measure(settings, name: str, version: int, data: TrainingData, split: str) -> Measured:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.build import BuiltBundle, build_bundle
-from models.data import load_training_data
+from models.data import load_training_data, training_feature_version
 from models.registry import log_and_register
 from models.trainers import TrainParams
 
@@ -20,6 +20,7 @@ class TrainResult:
     built: BuiltBundle
     name: str
     version: int
+    feature_version: int  # the features it was trained on, recorded in the bundle
 
 
 def train_and_register(features: Path | str, labels: Path | str, target: str, model_type: str,
@@ -28,14 +29,16 @@ def train_and_register(features: Path | str, labels: Path | str, target: str, mo
                        feature_version: int | None = None) -> TrainResult:
     """Train, build and gate a bundle, then register it as a new version of `name`.
 
-    The bundle is built in a scratch directory; MLflow copies it into its artifact store, which is
+    It trains on `feature_version` (default: the version the features file holds), on that
+    version's feature names unless `feature_names` is given; the bundle's feature_schema.json
+    records the version, which is what every scorer checks its features against. The bundle is built in a scratch directory; MLflow copies it into its artifact store, which is
     the only lasting copy (`resolve_bundle` downloads and verifies it for scoring).
     """
-    if feature_names is None or feature_version is None:
-        from udfs.features import FEATURE_NAMES, FEATURE_VERSION
+    from udfs.features import feature_set
 
-        feature_names = FEATURE_NAMES if feature_names is None else feature_names
-        feature_version = FEATURE_VERSION if feature_version is None else feature_version
+    feature_version = training_feature_version(features, feature_version, config.features.feature_version())
+    if feature_names is None:
+        feature_names = feature_set(feature_version).names
     data = load_training_data(features, labels, target, feature_names, feature_version)
     with tempfile.TemporaryDirectory(prefix="photoscore-bundle-") as scratch:
         built = build_bundle(model_type, data, params, Path(scratch) / "bundle")
@@ -44,4 +47,4 @@ def train_and_register(features: Path | str, labels: Path | str, target: str, mo
                       **{f"rows_{k}": len(v.y) for k, v in data.splits.items()},
                       **params.as_dict(), "trees_built": built.facts["trees"]}
         mv = log_and_register(built, name, config, run_params)
-    return TrainResult(built=built, name=name, version=int(mv.version))
+    return TrainResult(built=built, name=name, version=int(mv.version), feature_version=feature_version)

@@ -31,7 +31,7 @@ _CACHE: dict = {}
 
 
 def synthetic_frames(n_sources: int = 120, variants: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A features frame and a labels frame shaped like the real ones (20 float32 features).
+    """A features frame and a labels frame shaped like the real ones (the newest version's features).
 
     Each source photo has `variants` rows (like the corpus' degraded copies); `low_quality`
     depends on sharpness, exposure and noise with label noise, so models learn something real.
@@ -54,6 +54,13 @@ def synthetic_frames(n_sources: int = 120, variants: int = 4, seed: int = 0) -> 
         "text_likeness": rng.beta(1, 5, n), "noise_sigma": rng.gamma(2, 2, n),
         "jpeg_quality": rng.integers(30, 100, n), "face_count": rng.poisson(0.5, n),
         "has_exif": rng.integers(0, 2, n),
+        # feature version 2's measures (drawn after v1's, so v1's columns are as before)
+        "luma_p05": rng.uniform(0, 0.3, n), "luma_p50": rng.uniform(0.2, 0.8, n),
+        "luma_p95": rng.uniform(0.6, 1.0, n), "detail_ratio": rng.normal(-0.8, 0.4, n),
+        "tile_detail_p50": rng.normal(-0.8, 0.4, n), "tile_detail_p90": rng.normal(-0.3, 0.4, n),
+        "tile_sharpness_p90": rng.normal(0.5, 1.0, n), "edge_width": rng.uniform(1.5, 3.0, n),
+        "detail_anisotropy": rng.gamma(2, 0.05, n), "noise_floor": rng.gamma(2, 0.4, n),
+        "dct_hf_share": rng.beta(1, 20, n),
     }
     features = pd.DataFrame({name: np.asarray(cols[name], dtype=np.float32) for name in FEATURE_NAMES})
     logit = (-1.2 * (np.log(features["sharpness"]) - 5) + 0.03 * np.abs(features["mean_luma"] - 128)
@@ -86,6 +93,24 @@ def model_frames(tmp_path_factory, corpus_features, corpus_labels) -> tuple[Path
 def model_data(model_frames) -> TrainingData:
     features, labels = model_frames
     return load_training_data(features, labels, "low_quality", FEATURE_NAMES, FEATURE_VERSION)
+
+
+@pytest.fixture(scope="session")
+def versioned_frames(tmp_path_factory, corpus_labels, model_frames) -> dict[int, tuple[Path, Path]]:
+    """{feature version: (features.parquet, labels.parquet)} of the real corpus, one per version this
+    photoscore computes (the newest is `model_frames`)."""
+    from udfs.features import FEATURE_VERSIONS, extract_batch
+
+    ids = list(corpus_labels["photo_id"])
+    blobs = [Path(p).read_bytes() for p in ids]
+    frames = {FEATURE_VERSION: model_frames}
+    for version in FEATURE_VERSIONS:
+        if version != FEATURE_VERSION:
+            result = extract_batch(ids, blobs, version=version)
+            assert result.quarantine.empty, result.quarantine
+            frames[version] = write_frames(result.features, corpus_labels,
+                                           tmp_path_factory.mktemp(f"model-frames-v{version}"))
+    return frames
 
 
 def built_bundle(model_type: str, data: TrainingData, tmp_path_factory) -> BuiltBundle:

@@ -13,39 +13,52 @@ from pathlib import Path
 import pytest
 
 from _models_fixtures import built_bundle
+from _photo_fixtures import worker_python
 from jobs.config import load_settings
+from models.data import load_training_data
+from udfs.features import feature_set
 
 MODEL = "photo_quality"
 
 
 @pytest.fixture(scope="session")
-def stream_registry(model_data, tmp_path_factory):
-    """{"url", "v1", "v2", "bundles"}: xgboost v1 (champion) and logreg v2 in an MLflow store at the
-    URI `registry_url_for_job` gives the job (a local server, if any, is stopped at session end)."""
+def stream_registry(model_data, versioned_frames, tmp_path_factory):
+    """{"url", "v1", "v2", "old", "bundles"}: xgboost v1 (champion) and logreg v2 on the newest
+    features, and xgboost `old` on the oldest feature version, in an MLflow store at the URI
+    `registry_url_for_job` gives the job (a local server, if any, is stopped at session end)."""
     from jobs.stream_supervisor import registry_url_for_job, stream_dir
     from jobs.supervise import stop_process
     from models.registry import log_and_register, promote
 
     home = tmp_path_factory.mktemp("stream-registry")
-    config = load_settings([f"home={home}"], env={})
+    config = load_settings([f"home={home}", f"flink.python={worker_python(home / 'python')}"], env={})
     try:
         built = {t: built_bundle(t, model_data, tmp_path_factory) for t in ("xgboost", "logreg")}
+        oldest = min(versioned_frames)
+        old_data = load_training_data(*versioned_frames[oldest], "low_quality", feature_set(oldest).names, oldest)
+        built["old"] = built_bundle("xgboost", old_data, tmp_path_factory)
         v1 = log_and_register(built["xgboost"], MODEL, config, {"model_type": "xgboost"})
         v2 = log_and_register(built["logreg"], MODEL, config, {"model_type": "logreg"})
+        old = log_and_register(built["old"], MODEL, config, {"model_type": "xgboost"})
         promote(config, MODEL, v1.version, "champion")
         url = registry_url_for_job(config)
-        yield {"url": url, "v1": int(v1.version), "v2": int(v2.version), "config": config,
-               "bundles": {int(v1.version): built["xgboost"].bundle_dir,
-                           int(v2.version): built["logreg"].bundle_dir}}
+        yield {"url": url, "v1": int(v1.version), "v2": int(v2.version), "old": int(old.version),
+               "config": config, "bundles": {int(v1.version): built["xgboost"].bundle_dir,
+                                             int(v2.version): built["logreg"].bundle_dir,
+                                             int(old.version): built["old"].bundle_dir}}
     finally:
         stop_process(stream_dir(config) / "registry.pid")
 
 
-def stream_config(home: Path, registry: dict, *overrides: str):
-    """A config for one test: its own home (broker, checkpoints, bundle cache), the shared registry."""
+def stream_config(home: Path, registry: dict, *overrides: str, roots=(), store=None):
+    """A config for one test: its own home (broker, checkpoints, bundle cache), the shared registry,
+    photos readable under `roots`, the job's Python running this checkout's code (and the fake
+    object store `store`, if given)."""
+    python = worker_python(home / "python", store)
     return load_settings([f"home={home}", f"mlflow.tracking_uri={registry['url']}",
-                        "flink.checkpoint_interval_ms=1500", "flink.model_poll_interval_ms=1000",
-                        *overrides], env={})
+                          "flink.checkpoint_interval_ms=1500", "flink.model_poll_interval_ms=1000",
+                          f"flink.python={python}", f"storage.photo_roots={json.dumps([str(r) for r in roots])}",
+                          *overrides], env={})
 
 
 @contextlib.contextmanager
@@ -113,7 +126,7 @@ def produce(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> list
     """Send (key, raw value) messages; returns their refs `topic/partition/offset` in order."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_request_size=8 << 20)
     try:
         futures = [producer.send(topic, key=k.encode(), value=v) for k, v in values]
         producer.flush()

@@ -2,6 +2,7 @@
 are deterministic and mean something on real photos."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing
 import subprocess
@@ -14,16 +15,23 @@ import pytest
 from PIL import Image
 
 import udfs.features as features_module
+from _photo_fixtures import reader_for
+from jobs.local_features import extract_features_from_uri
 from models import corpus
 from udfs.decode import DecodeLimits, decode_photo
+from udfs.errors import PhotoscoreError
 from udfs.features import (
     FEATURE_NAMES,
+    FEATURE_SETS,
+    FEATURE_VERSION,
+    FEATURE_VERSIONS,
     FeatureRow,
     dhash_distance,
     estimate_jpeg_quality,
     extract_batch,
     extract_features,
-    extract_features_from_uri,
+    feature_frame,
+    feature_set,
 )
 from udfs.quarantine import QuarantineRecord
 
@@ -32,10 +40,12 @@ def _feature_dict(row: FeatureRow) -> dict[str, float]:
     return dict(zip(FEATURE_NAMES, row.values.tolist()))
 
 
-def test_every_bad_input_gets_its_reason_code(bad_inputs):
+@pytest.mark.parametrize("version", FEATURE_VERSIONS)
+def test_every_bad_input_gets_its_reason_code(bad_inputs, corpus_dir, version):
     assert len(bad_inputs) >= 5
+    reader = reader_for(corpus_dir)
     for path, expected in bad_inputs.items():
-        result = extract_features_from_uri(path)
+        result = extract_features_from_uri(path, reader, version=version)
         assert isinstance(result, QuarantineRecord), path
         assert result.reason_code == expected, (path, result)
         assert result.source_ref == path and result.photo_id == path
@@ -43,16 +53,17 @@ def test_every_bad_input_gets_its_reason_code(bad_inputs):
 
 
 def test_unreadable_and_oversized_inputs_are_quarantined_at_read(tmp_path):
-    missing = extract_features_from_uri(str(tmp_path / "gone.jpg"))
+    reader = reader_for(tmp_path)
+    missing = extract_features_from_uri(str(tmp_path / "gone.jpg"), reader)
     assert (missing.stage, missing.reason_code) == ("read", "unreadable_uri")
     assert "gone.jpg" in missing.detail
-    folder = extract_features_from_uri(str(tmp_path))
-    assert folder.reason_code == "unreadable_uri"
+    folder = extract_features_from_uri(str(tmp_path), reader)
+    assert folder.reason_code == "not_a_regular_file"
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 2048)
-    too_large = extract_features_from_uri(str(big), limits=DecodeLimits(max_file_bytes=1024))
+    too_large = extract_features_from_uri(str(big), reader, limits=DecodeLimits(max_file_bytes=1024))
     assert (too_large.stage, too_large.reason_code) == ("read", "file_too_large")
-    as_uri = extract_features_from_uri(f"file://{tmp_path / 'gone.jpg'}")
+    as_uri = extract_features_from_uri(f"file://{tmp_path / 'gone.jpg'}", reader)
     assert as_uri.reason_code == "unreadable_uri"
 
 
@@ -67,12 +78,13 @@ def test_batch_never_raises_and_accounts_for_every_input(bad_inputs, oddities, c
     assert all(result.features[name].dtype == np.float32 for name in FEATURE_NAMES)
 
 
-def test_valid_oddities_are_featured_upright(oddities):
+def test_valid_oddities_are_featured_upright(oddities, corpus_dir):
     # Decision for the borderline file (corrupt bytes mid-scan that libjpeg decodes with
     # warnings): it is featured as libjpeg renders it; only undecodable data is quarantined.
     rows = {}
+    reader = reader_for(corpus_dir)
     for path, info in oddities.items():
-        result = extract_features_from_uri(path)
+        result = extract_features_from_uri(path, reader)
         assert isinstance(result, FeatureRow), (info["kind"], result)
         values = _feature_dict(result)
         assert (values["width"], values["height"]) == (info["width"], info["height"]), info["kind"]
@@ -91,25 +103,45 @@ def test_valid_oddities_are_featured_upright(oddities):
     assert _feature_dict(rows["rgba_png"])["clipped_bright_frac"] > 0.3
 
 
-def test_non_finite_features_are_quarantined(monkeypatch, oddities):
-    real = features_module.compute_features
+@pytest.mark.parametrize("version", FEATURE_VERSIONS)
+def test_non_finite_features_are_quarantined(monkeypatch, oddities, version):
+    real = feature_set(version)
 
     def with_nan(decoded, file_bytes):
-        values, dhash = real(decoded, file_bytes)
-        values["sharpness"] = float("nan")
+        values, dhash = real.compute(decoded, file_bytes)
+        values["mean_luma"] = float("nan")
         return values, dhash
 
-    monkeypatch.setattr(features_module, "compute_features", with_nan)
+    monkeypatch.setitem(FEATURE_SETS, version, dataclasses.replace(real, compute=with_nan))
     path = next(iter(oddities))
-    result = extract_features(Path(path).read_bytes(), path)
+    result = extract_features(Path(path).read_bytes(), path, version=version)
     assert isinstance(result, QuarantineRecord)
     assert (result.stage, result.reason_code) == ("features", "non_finite_feature")
-    assert "sharpness" in result.detail
+    assert "mean_luma" in result.detail
 
 
-def _extract_values(path: str) -> tuple[str, int, bytes]:
-    row = extract_features(Path(path).read_bytes(), path)
-    return row.content_sha256, row.dhash, row.values.tobytes()
+def test_feature_versions_are_registered_and_an_unknown_one_is_refused(oddities):
+    assert FEATURE_VERSIONS == tuple(sorted(FEATURE_SETS)) and FEATURE_VERSION == FEATURE_VERSIONS[-1]
+    assert FEATURE_NAMES == feature_set(FEATURE_VERSION).names
+    path = next(iter(oddities))
+    rows = {v: extract_features(Path(path).read_bytes(), path, version=v) for v in FEATURE_VERSIONS}
+    for version, row in rows.items():
+        assert row.feature_version == version
+        assert len(row.values) == len(feature_set(version).names)
+        table = feature_frame([row], version)
+        assert list(table.columns) == feature_set(version).layout.names
+        assert (table["feature_version"] == version).all()
+    with pytest.raises(PhotoscoreError, match=r"unknown feature version 99.*versions 1"):
+        feature_set(99)
+    with pytest.raises(PhotoscoreError, match="unknown feature version"):
+        extract_features(Path(path).read_bytes(), path, version=99)
+    with pytest.raises(ValueError, match="rows of feature version"):
+        feature_frame([dataclasses.replace(rows[FEATURE_VERSION], feature_version=99)], FEATURE_VERSION)
+
+
+def _extract_values(path: str) -> list[tuple[str, int, bytes]]:
+    rows = [extract_features(Path(path).read_bytes(), path, version=v) for v in FEATURE_VERSIONS]
+    return [(row.content_sha256, row.dhash, row.values.tobytes()) for row in rows]
 
 
 def test_features_are_deterministic_across_processes(corpus_labels):
@@ -121,12 +153,24 @@ def test_features_are_deterministic_across_processes(corpus_labels):
         assert pool.map(_extract_values, paths) == here
 
 
+@pytest.mark.parametrize("version", FEATURE_VERSIONS)
+def test_every_version_features_every_photo_finitely(corpus_labels, oddities, version):
+    """Every corpus photo and valid oddity (tiny, 16-bit, CMYK, animated...) gets finite values."""
+    paths = list(corpus_labels["photo_id"]) + list(oddities)
+    result = extract_batch(paths, [Path(p).read_bytes() for p in paths], version=version)
+    assert result.quarantine.empty, result.quarantine
+    names = list(feature_set(version).names)
+    assert np.isfinite(result.features[names].to_numpy()).all()
+    assert (result.features["feature_version"] == version).all()
+
+
 def test_large_jpegs_are_dct_scaled_not_fully_decoded(corpus_labels):
     big = corpus_labels[corpus_labels["megapixels"] >= 12.0]
     assert len(big) >= 1
     for path in big["photo_id"]:
-        decoded = decode_photo(Path(path).read_bytes(), features_module.WORKING_SIDE)
-        assert max(decoded.rgb.shape[:2]) <= features_module.WORKING_SIDE * 2 ** 0.5
+        side = feature_set(FEATURE_VERSION).working_side
+        decoded = decode_photo(Path(path).read_bytes(), side)
+        assert max(decoded.rgb.shape[:2]) <= side * 2 ** 0.5
         assert decoded.width * decoded.height >= 12_000_000
 
 
@@ -170,21 +214,28 @@ def degradation_pairs(corpus_labels):
     pairs = {name: [] for name, _, _ in MEANINGS}
     for path in clean["photo_id"][:24]:
         image = Image.open(path).convert("RGB")
-        source = extract_features(Path(path).read_bytes(), path)
+        data = Path(path).read_bytes()
+        source = {v: extract_features(data, path, version=v) for v in FEATURE_VERSIONS}
         for name, _, _ in MEANINGS:
             degraded, _ = corpus.DEGRADATIONS[name](image, rng, float(rng.uniform(0, 1)))
             buf = io.BytesIO()
             degraded.save(buf, "JPEG", quality=90)
-            pairs[name].append((source, extract_features(buf.getvalue(), f"{path}+{name}")))
+            after = {v: extract_features(buf.getvalue(), f"{path}+{name}", version=v) for v in FEATURE_VERSIONS}
+            pairs[name].append((source, after))
     return pairs
 
 
+def _values(row: FeatureRow) -> dict[str, float]:
+    return dict(zip(feature_set(row.feature_version).names, row.values.tolist()))
+
+
+@pytest.mark.parametrize("version", FEATURE_VERSIONS)
 @pytest.mark.parametrize("degradation,feature,direction", MEANINGS)
-def test_features_mean_something_on_real_photos(degradation_pairs, degradation, feature, direction):
+def test_features_mean_something_on_real_photos(degradation_pairs, degradation, feature, direction, version):
     pairs = degradation_pairs[degradation]
     assert len(pairs) >= 15
     agree = [
-        direction * (_feature_dict(after)[feature] - _feature_dict(before)[feature]) > 0
+        direction * (_values(after[version])[feature] - _values(before[version])[feature]) > 0
         for before, after in pairs
     ]
     assert np.mean(agree) >= 0.95, f"{degradation}: {feature} moved as expected in {np.mean(agree):.0%} of pairs"
@@ -227,9 +278,57 @@ def test_spark_decode_pass_decodes_each_content_once(corpus_labels, tmp_path):
     batches = [pd.DataFrame(rows[:2], columns=["content_sha256", "photo_id", "uri"]),
                pd.DataFrame(rows[2:], columns=["content_sha256", "photo_id", "uri"])]
     decodes, rows_done = Counter(), Counter()
-    out = pd.concat(list(extract_partitions(DecodeLimits(), decodes, rows_done)(iter(batches))))
+    reader = reader_for(*{Path(p).parent for p in paths}, tmp_path)
+    out = pd.concat(list(extract_partitions(DecodeLimits(), reader, decodes, rows_done)(iter(batches))))
     assert sorted(out["content_sha256"]) == sorted(digests)
     assert out["ok"].all()
     assert (decodes.value, rows_done.value) == (2, 3)
     # the first copy in sort order is the one decoded
     assert out.set_index("content_sha256").loc[digests[1], "photo_id"] == min(r[1] for r in rows if r[0] == digests[1])
+
+
+# Feature version 2's measures, on the corpus sources (real photos) at three photo sizes, each
+# degraded by the corpus degradations (scaled to the photo's size): (degradation, feature, direction).
+V2_MEANINGS = [
+    *[("gaussian_blur", f, -1) for f in ("detail_ratio", "tile_detail_p50", "tile_detail_p90",
+                                         "tile_sharpness_p90", "dct_hf_share")],
+    *[("motion_blur", f, -1) for f in ("detail_ratio", "tile_sharpness_p90", "dct_hf_share")],
+    *[("noise", f, +1) for f in ("noise_floor", "noise_sigma")],
+    *[("underexposure", f, -1) for f in ("luma_p05", "luma_p50", "luma_p95")],
+    *[("overexposure", f, +1) for f in ("luma_p05", "luma_p50", "luma_p95")],
+]
+V2_SIZES_MP = (0.3, 1.0, 2.5)
+
+
+@pytest.fixture(scope="module")
+def v2_pairs() -> dict[str, list[tuple[dict, dict, float]]]:
+    """{degradation: [(clean v2 features, degraded v2 features, megapixels)]} over the non-flat
+    photographic wallpapers (4 MP sources, so every size is a downscale, as a camera photo's is)."""
+    names = feature_set(2).names
+    rng = np.random.default_rng(19)
+    sources = [s for s in corpus.available_sources() if s.kind == "wallpaper" and not s.flat]
+    pairs: dict[str, list] = {name: [] for name in dict.fromkeys(m[0] for m in V2_MEANINGS)}
+
+    def features(image: Image.Image) -> dict[str, float]:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        return dict(zip(names, extract_features(buf.getvalue(), "p", version=2).values.tolist()))
+
+    for source in sources:
+        photo = corpus.load_source(source).convert("RGB")
+        for mp in V2_SIZES_MP:
+            f = (mp * 1e6 / (photo.width * photo.height)) ** 0.5
+            base = photo.resize((round(photo.width * f), round(photo.height * f)), Image.Resampling.LANCZOS)
+            clean = features(base)
+            for name in pairs:
+                degraded, _ = corpus.DEGRADATIONS[name](base, rng, float(rng.uniform(0, 1)))
+                pairs[name].append((clean, features(degraded), mp))
+    return pairs
+
+
+@pytest.mark.parametrize("degradation,feature,direction", V2_MEANINGS)
+def test_v2_features_move_the_right_way_at_every_size(v2_pairs, degradation, feature, direction):
+    pairs = v2_pairs[degradation]
+    assert len(pairs) >= 15 and {mp for _, _, mp in pairs} == set(V2_SIZES_MP)
+    agree = [direction * (after[feature] - before[feature]) > 0 for before, after, _ in pairs]
+    assert np.mean(agree) >= 0.95, f"{degradation}: {feature} moved as expected in {np.mean(agree):.0%} of pairs"

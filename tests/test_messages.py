@@ -43,6 +43,12 @@ def test_round_trip_uri_and_inline():
     (json.dumps({"schema": 1, "photo_id": "a", "uri": 5, "uploaded_at_ms": 1}), "malformed_message", "a"),
     (json.dumps({"schema": 1, "photo_id": "a", "inline_b64": "!!notb64", "uploaded_at_ms": 1}),
      "malformed_message", "a"),
+    (json.dumps({"schema": 1, "photo_id": "a", "inline_b64": "QUJD\nREVG", "uploaded_at_ms": 1}),
+     "malformed_message", "a"),
+    (json.dumps({"schema": 1, "photo_id": "a", "inline_b64": "QUJDR", "uploaded_at_ms": 1}),
+     "malformed_message", "a"),
+    (json.dumps({"schema": 1, "photo_id": "a", "inline_b64": "QU=D", "uploaded_at_ms": 1}),
+     "malformed_message", "a"),
     (json.dumps({"schema": 1, "photo_id": "a", "uri": "u", "uploaded_at_ms": 1, "content_sha256": "XYZ"}),
      "malformed_message", "a"),
 ])
@@ -75,3 +81,23 @@ def test_inline_wins_over_uri():
     raw = json.dumps({"schema": 1, "photo_id": "a", "uri": "/nope", "uploaded_at_ms": 1,
                       "inline_b64": base64.b64encode(b"x").decode()})
     assert parse_upload(raw, REF).inline_bytes() == b"x"
+
+
+def test_a_message_over_the_maximum_is_refused_unparsed():
+    ok = encode_upload("p", "file:///x/p.jpg", 1)
+    assert isinstance(parse_upload(ok, REF, max_bytes=len(ok)), Upload)
+    for raw in (ok, ok.decode(), b"{" + b" " * len(ok) + b"}", b"\xff" * (len(ok) + 1)):
+        rec = parse_upload(raw, REF, max_bytes=len(ok) - 1 if raw in (ok, ok.decode()) else len(ok))
+        assert (rec.stage, rec.reason_code, rec.photo_id) == ("parse", "message_too_large", None), raw[:20]
+    wide = json.dumps({"schema": 1, "photo_id": "é" * 10, "uri": "u", "uploaded_at_ms": 1}, ensure_ascii=False)
+    assert parse_upload(wide, REF, max_bytes=len(wide) + 5).reason_code == "message_too_large"  # UTF-8 bytes
+
+
+@pytest.mark.parametrize("size", range(0, 9))
+def test_inline_size_is_known_before_decoding(size):
+    data = bytes(range(size))
+    up = parse_upload(encode_upload("p", inline=data, uploaded_at_ms=1), REF)
+    if size == 0:  # an empty inline value is no inline photo
+        assert isinstance(up, QuarantineRecord) and up.reason_code == "missing_field"
+        return
+    assert up.inline_size() == size and up.inline_bytes() == data

@@ -128,7 +128,7 @@ def test_lightgbm_float64_thresholds_are_rounded_down_for_onnx(wide_lightgbm):
     assert np.max(np.abs(ours - native)) <= FLOAT32_TOLERANCE
     stock = normalise_output(onnxmltools.convert_lightgbm(
         lgb.Booster(model_file=str(native_path(built.bundle_dir))),
-        initial_types=[("features", FloatTensorType([None, 20]))], target_opset=ONNX_OPSET, zipmap=False))
+        initial_types=[("features", FloatTensorType([None, len(FEATURE_NAMES)]))], target_opset=ONNX_OPSET, zipmap=False))
     session = ort.InferenceSession(stock.SerializeToString(), providers=["CPUExecutionProvider"])
     stock_scores = session.run(["probability"], {"features": rows})[0].astype(np.float64)
     assert np.max(np.abs(stock_scores - native)) > 1e-3, "the stock conversion no longer misroutes"

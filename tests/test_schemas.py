@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _photo_fixtures import settings_for
 from jobs.spark_tables import LAYOUTS, PARTITIONS, file_layout, table_schema
 from udfs.bundle import FeatureSchema
 from udfs.decode import DecodeLimits
@@ -21,7 +22,7 @@ from udfs.quarantine import QuarantineRecord, quarantine_frame
 from udfs.schemas import QUARANTINE, QUARANTINE_TABLE, SCORE, feature_schema, frame, json_record, pandas_dtypes
 from udfs.scoring import score_frame
 from udfs.spark_udfs import spark_schema
-from udfs.stream_scoring import SCORES, LoadedModel, process_message
+from udfs.stream_scoring import SCORES, LoadedModel, process_message, upload_intake
 
 # The columns of each table's Parquet files before the layouts were derived (the DDL strings of
 # jobs/spark_tables.py then): existing tables stay readable with the same names and types.
@@ -70,7 +71,7 @@ def test_batch_table_and_stream_record_carry_the_same_fields(corpus_features, tm
     model = LoadedModel("m", 3, "native", MeanScorer(), schema, tuple(range(len(FEATURE_NAMES))))
     path = Path(row["photo_id"].iloc[0])
     (kind, payload), = process_message(encode_upload(str(path), path.as_uri(), 1), "t/0/0", model, {},
-                                       DecodeLimits()).records
+                                       DecodeLimits(), upload_intake(settings_for(path.parent))).records
     record = json.loads(payload)
     assert kind == SCORES
     stream = {k: v for k, v in record.items() if k not in ("uploaded_at_ms", "upload_ref")}

@@ -80,10 +80,12 @@ def session_cluster(tmp_path, monkeypatch):
         subprocess.run(["bash", str(scripts / "jobmanager.sh"), "stop"], env=env, capture_output=True)
 
 
-def test_flink_run_on_a_session_cluster_by_config(stream_registry, session_cluster, corpus_features, tmp_path):
+def test_flink_run_on_a_session_cluster_by_config(stream_registry, session_cluster, corpus_dir, corpus_features,
+                                                  tmp_path):
     from jobs.stream_supervisor import start_stream, stop_stream, stream_status
 
-    config = stream_config(tmp_path / "home", stream_registry, f"flink.jobmanager={session_cluster}")
+    config = stream_config(tmp_path / "home", stream_registry, f"flink.jobmanager={session_cluster}",
+                           roots=[corpus_dir])
     photos = sorted(corpus_features["photo_id"])[:12]
     with running_broker(config, "ephemeral") as bootstrap:
         try:

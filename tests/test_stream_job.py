@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from _fake_store import FakeStore
 from _stream_fixtures import MODEL, collect, kill_job, produce, running_broker, running_stream, stream_config
 from jobs.supervise import wait_until
 from jobs.topic_io import file_upload
-from udfs.features import content_sha256
+from udfs.bundle import read_feature_schema
+from udfs.features import content_sha256, extract_batch
 from udfs.messages import encode_upload
 from udfs.quarantine import REASON_CODES
 
@@ -30,12 +33,14 @@ def _uploads(paths, prefix="", claim=False):
     return [(f"{prefix}{p}", encode_upload(f"{prefix}{p}", Path(p).as_uri())) for p in paths]
 
 
-def _expected_scores(corpus_features, bundle_dir, version):
+def _expected_scores(features, bundle_dir, version):
+    """{content_sha256: score} of the batch path: `features` (of the bundle's feature version)
+    scored by its native export."""
     from udfs.scoring import score_frame
     from udfs.bundle import read_feature_schema
     from udfs.formats import load_scorer
 
-    out = score_frame(corpus_features, load_scorer(bundle_dir, "native"), read_feature_schema(bundle_dir),
+    out = score_frame(features, load_scorer(bundle_dir, "native"), read_feature_schema(bundle_dir),
                       MODEL, version, "batch").scores
     return dict(zip(out["content_sha256"], out["score"]))
 
@@ -44,19 +49,38 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         stream_registry, corpus_dir, corpus_features, bad_inputs, tmp_path):
     from models.registry import promote
 
-    config = stream_config(tmp_path / "home", stream_registry)
-    topic = config.kafka.topics.uploaded
     photos = sorted(corpus_features["photo_id"])
+    # What an upload must never make the job read (README "Trust model"), and the limits: photos up
+    # to the largest corpus photo, messages up to an inline photo one byte larger than that.
+    root, store = tmp_path / "root", FakeStore(tmp_path / "s3")
+    root.mkdir()
+    os.mkfifo(root / "fifo.jpg")
+    (root / "escape.jpg").symlink_to("/etc/passwd")
+    (tmp_path / "outside.jpg").write_bytes(b"outside")
+    largest = max(Path(p).stat().st_size for p in [*photos, *bad_inputs])
+    too_big = ("big", encode_upload("big", inline=b"\0" * (largest + 1)))
+    refused = {"zero": ("/dev/zero", "uri_not_allowed"), "passwd": ("/etc/passwd", "uri_not_allowed"),
+               "environ": ("file:///proc/self/environ", "uri_not_allowed"),
+               "escape": (str(root / "escape.jpg"), "uri_not_allowed"),
+               "dots": (f"{root}/../outside.jpg", "uri_not_allowed"),
+               "s3": ("s3://elsewhere/a.jpg", "uri_not_allowed"), "fifo": (str(root / "fifo.jpg"), "not_a_regular_file")}
+    config = stream_config(tmp_path / "home", stream_registry, f"features.max_file_bytes={largest}",
+                           f"kafka.max_message_bytes={len(too_big[1])}", "storage.read_backoff_s=0.1",
+                           roots=[corpus_dir, root, "s3://flaky/"], store=store)
+    topic = config.kafka.topics.uploaded
     with running_broker(config, "ephemeral") as bootstrap, running_stream(config) as job:
         log = Path(job["log"])
         # 1. N uploads: photos (claiming their content hash), broken files, malformed JSON, missing
-        # fields, unreadable URIs (with and without a claim), duplicates.
+        # fields, unreadable URIs (with and without a claim), URIs outside the roots, a FIFO, an
+        # inline photo and a message over their limits, duplicates.
         messages = _uploads(photos, claim=True) + _uploads(sorted(bad_inputs))
+        messages += [(pid, encode_upload(pid, uri)) for pid, (uri, _) in refused.items()]
+        messages += [too_big, ("huge", b" " * (len(too_big[1]) + 1))]
         messages += [("bad1", b"{not json"), ("bad2", b"\xff\xfe binary"), ("bad3", b"[]"),
                      ("miss1", json.dumps({"schema": 1, "photo_id": "m1", "uploaded_at_ms": 1}).encode()),
                      ("miss2", json.dumps({"schema": 1, "uri": "/x", "uploaded_at_ms": 1}).encode()),
-                     ("gone", encode_upload("gone", (tmp_path / "nope.jpg").as_uri())),
-                     ("gone2", encode_upload("gone2", (tmp_path / "nope.jpg").as_uri(), content_sha256="0" * 64))]
+                     ("gone", encode_upload("gone", (root / "nope.jpg").as_uri())),
+                     ("gone2", encode_upload("gone2", (root / "nope.jpg").as_uri(), content_sha256="0" * 64))]
         # Duplicates without a claim (hashed before keying) meet the claimed originals' state; a
         # wrong claim is scored from its own bytes and cached nowhere.
         dups = [(f"dup{i}", encode_upload(f"dup{i}", inline=Path(p).read_bytes())) for i, p in enumerate(photos[:8])]
@@ -77,6 +101,8 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         for path, code in bad_inputs.items():
             assert reasons[Path(path).as_posix()] == code
         assert reasons["gone"] == reasons["gone2"] == "unreadable_uri" and reasons["m1"] == "missing_field"
+        assert {pid: reasons[pid] for pid in refused} == {pid: code for pid, (_, code) in refused.items()}
+        assert reasons["big"] == "file_too_large" and "message_too_large" in reasons.values()
         assert Counter(reasons.values())["malformed_message"] >= 3
         # Duplicates: one decode per content (only the first score of a content is not from cache).
         fresh = Counter(s["content_sha256"] for s in scores if not s["from_cache"] and s["upload_ref"] != liar_ref)
@@ -94,7 +120,12 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         # 2. Crash mid-stream and restore from the checkpoint: nothing lost.
         time.sleep(3)  # at least one checkpoint after the records above
         crash = [(f"c{i}", encode_upload(f"c{i}", inline=Path(p).read_bytes())) for i, p in enumerate(photos[8:40])]
-        crash_refs = produce(bootstrap, topic, crash)
+        # ... and photos in an object store that fails their first reads (all of a reader's
+        # attempts): the job restarts from its checkpoint and reads them again, never dead-letters.
+        store.set_flaky("flaky", config.storage.read_attempts)
+        flaky = [(f"f{i}", encode_upload(f"f{i}", store.put(f"s3://flaky/{Path(p).name}", Path(p).read_bytes())))
+                 for i, p in enumerate(photos[40:42])]
+        crash_refs = produce(bootstrap, topic, crash + flaky)
         time.sleep(1.0)
         kill_job(config)
         from jobs.stream_supervisor import latest_checkpoint, start_stream
@@ -104,6 +135,8 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         scores, dlq = collect(config, bootstrap, set(crash_refs), job_log=log)
         crash_scores = [s for s in scores if s["upload_ref"] in set(crash_refs)]
         assert {s["upload_ref"] for s in crash_scores} == set(crash_refs)
+        assert not {d["source_ref"] for d in dlq} & set(crash_refs)
+        assert all(store.attempts(f"s3://flaky/{Path(p).name}") > config.storage.read_attempts for p in photos[40:42])
         # Replays after the restore carry the same score identity and value.
         ident = {}
         for s in crash_scores:
@@ -115,33 +148,55 @@ def test_stream_end_to_end_dedup_parity_crash_restore_and_hot_swap(
         try:
             probes = itertools.count()
 
-            def probe_scored_by_v2() -> bool:
+            def scored_by(version: int) -> bool:
                 i = next(probes)
                 p = photos[40 + i % 30]
                 (ref,) = produce(bootstrap, topic, [(f"s{i}", encode_upload(f"s{i}", Path(p).as_uri()))])
                 scores, _ = collect(config, bootstrap, {ref}, job_log=log)
-                return next(s for s in scores if s["upload_ref"] == ref)["model_version"] == stream_registry["v2"]
+                return next(s for s in scores if s["upload_ref"] == ref)["model_version"] == version
 
-            wait_until(probe_scored_by_v2, 90, 0, what="the job to pick up the new champion")
-            # Each parallel Score subtask polls the alias on its own: all have swapped within one
-            # poll interval of the first.
-            time.sleep(2 * config.flink.model_poll_interval_ms / 1000)
-            later = produce(bootstrap, topic, _uploads(photos[:10], prefix="after-"))
-            scores, _ = collect(config, bootstrap, set(later), job_log=log)
-            after = [s for s in scores if s["upload_ref"] in set(later)]
-            assert after and all(s["model_version"] == stream_registry["v2"] for s in after)
+            wait_until(lambda: scored_by(stream_registry["v2"]), 90, 0, what="the job to pick up the new champion")
+            rounds = itertools.count()
+
+            def all_scored_by(version: int, prefix: str) -> tuple[list[dict], list[dict]] | None:
+                # Each parallel Score subtask polls the alias on its own, in the background: one that
+                # has not swapped yet scores with the previous model, so the photos are sent again
+                # (as new uploads) until every one is scored by `version`.
+                later = produce(bootstrap, topic, _uploads(photos[:10], prefix=f"{prefix}-{next(rounds)}-"))
+                scores, _ = collect(config, bootstrap, set(later), job_log=log)
+                after = [s for s in scores if s["upload_ref"] in set(later)]
+                return (after, scores) if after and all(s["model_version"] == version for s in after) else None
+
+            after, scores = wait_until(lambda: all_scored_by(stream_registry["v2"], "after"), 90, 0,
+                                       what="every subtask to score with the new champion")
             # Each content is rescored by v2 once (from its cached features); repeats are cache hits.
             v2 = [s for s in scores if s["model_version"] == stream_registry["v2"]]
             fresh = Counter(s["content_sha256"] for s in v2 if not s["from_cache"])
             assert {s["content_sha256"] for s in after} <= set(fresh) and set(fresh.values()) == {1}
+
+            # 4. The alias moves to a model of another feature version: from then on the job
+            # computes that version, and its scores are the batch path's on that version's features.
+            old = stream_registry["old"]
+            promote(stream_registry["config"], MODEL, str(old), "champion")
+            after, _ = wait_until(lambda: all_scored_by(old, "old-features"), 90, 0,
+                                  what="the job to pick up the older-features champion")
+            old_version = read_feature_schema(stream_registry["bundles"][old]).feature_version
+            expected = _expected_scores(extract_batch(photos[:10], [Path(p).read_bytes() for p in photos[:10]],
+                                                      version=old_version).features,
+                                        stream_registry["bundles"][old], old)
+            assert old_version != read_feature_schema(stream_registry["bundles"][stream_registry["v2"]]).feature_version
+            assert len(after) == 10
+            for s in after:
+                assert (s["model_version"], s["feature_version"]) == (old, old_version)
+                assert s["score"] == expected[s["content_sha256"]]
         finally:
             promote(stream_registry["config"], MODEL, str(stream_registry["v1"]), "champion")
 
 
-def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus_features, tmp_path):
+def test_durable_broker_restart_mid_stream_loses_nothing(stream_registry, corpus_dir, corpus_features, tmp_path):
     from jobs.broker import start_broker, stop_broker
 
-    config = stream_config(tmp_path / "home", stream_registry)
+    config = stream_config(tmp_path / "home", stream_registry, roots=[corpus_dir])
     topic = config.kafka.topics.uploaded
     photos = sorted(corpus_features["photo_id"])
     with running_broker(config, "durable") as bootstrap, running_stream(config) as job:

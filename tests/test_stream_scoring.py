@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 from _models_fixtures import built_bundle
+from _photo_fixtures import settings_for
 from udfs.scoring import score_frame
 from udfs.bundle import read_feature_schema
 from udfs.decode import DecodeLimits
-from udfs.features import FEATURE_NAMES
+from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 from udfs.messages import encode_upload
 from udfs.formats import load_scorer
-from udfs.stream_scoring import DLQ, SCORES, ModelHolder, load_model, prepare, process_keyed, process_message
+from udfs.errors import TransientReadError
+from udfs.stream_scoring import (DLQ, SCORES, ModelHolder, load_model, prepare, process_keyed, process_message,
+                                 upload_intake)
 
 LIMITS = DecodeLimits()
 
@@ -30,7 +33,13 @@ def logreg(model_data, tmp_path_factory):
     return built_bundle("logreg", model_data, tmp_path_factory)
 
 
-def test_stream_features_and_scores_equal_batch(corpus_dir, corpus_features, xgb):
+@pytest.fixture(scope="module")
+def intake(corpus_dir):
+    """What uploads may make the stream read: photos under the corpus, messages up to 16 MiB."""
+    return upload_intake(settings_for(corpus_dir, "s3://uploads/ok/"))
+
+
+def test_stream_features_and_scores_equal_batch(corpus_dir, corpus_features, xgb, intake):
     """The stream path, message by message, gives the batch path's features and scores, bit for bit."""
     model = load_model("m", 1, xgb.bundle_dir, "native")
     expected = score_frame(corpus_features, load_scorer(xgb.bundle_dir, "native"),
@@ -39,45 +48,46 @@ def test_stream_features_and_scores_equal_batch(corpus_dir, corpus_features, xgb
     feats = corpus_features.set_index("content_sha256")
     cache: dict = {}
     for i, path in enumerate(corpus_features["photo_id"]):
-        out = process_message(encode_upload(path, Path(path).as_uri(), 1), f"t/0/{i}", model, cache, LIMITS)
+        out = process_message(encode_upload(path, Path(path).as_uri(), 1), f"t/0/{i}", model, cache, LIMITS, intake)
         (kind, payload), = out.records
         rec = json.loads(payload)
         assert kind == SCORES and rec["model_version"] == 1 and rec["source"] == "stream"
         assert rec["score"] == by_sha[rec["content_sha256"]]
         row = feats.loc[rec["content_sha256"]]
         row = row.iloc[0] if row.ndim == 2 else row
-        np.testing.assert_array_equal(np.asarray(out.cache.values, np.float32),
+        np.testing.assert_array_equal(np.asarray(out.cache[FEATURE_VERSION].values, np.float32),
                                       row[list(FEATURE_NAMES)].to_numpy(np.float32))
 
 
-def test_duplicate_content_is_not_decoded_again_and_swap_rescores_from_cached_features(corpus_features, xgb, logreg):
+def test_duplicate_content_is_not_decoded_again_and_swap_rescores_from_cached_features(corpus_features, xgb, logreg,
+                                                                                       intake):
     path = corpus_features["photo_id"].iloc[0]
     data = Path(path).read_bytes()
     v1 = load_model("m", 1, xgb.bundle_dir, "native")
     v2 = load_model("m", 2, logreg.bundle_dir, "onnx")
     cache: dict = {}
-    first = process_message(encode_upload("a", Path(path).as_uri(), 1), "t/0/0", v1, cache, LIMITS)
-    again = process_message(encode_upload("b", inline=data), "t/0/1", v1, cache, LIMITS)
+    first = process_message(encode_upload("a", Path(path).as_uri(), 1), "t/0/0", v1, cache, LIMITS, intake)
+    again = process_message(encode_upload("b", inline=data), "t/0/1", v1, cache, LIMITS, intake)
     assert first.decoded and not again.decoded
     r1, r2 = (json.loads(o.records[0][1]) for o in (first, again))
     assert (r1["from_cache"], r2["from_cache"]) == (False, True)
     assert r2["photo_id"] == "b" and r2["score"] == r1["score"] and r2["content_sha256"] == r1["content_sha256"]
-    swapped = process_message(encode_upload("c", inline=data), "t/0/2", v2, cache, LIMITS)
+    swapped = process_message(encode_upload("c", inline=data), "t/0/2", v2, cache, LIMITS, intake)
     r3 = json.loads(swapped.records[0][1])
     assert not swapped.decoded and r3["from_cache"] is False
     assert (r3["model_version"], r3["export_format"]) == (2, "onnx")
-    X = np.asarray([cache[r1["content_sha256"]].values], np.float32)
+    X = np.asarray([cache[r1["content_sha256"]][FEATURE_VERSION].values], np.float32)
     assert r3["score"] == float(load_scorer(logreg.bundle_dir, "onnx").score(X)[0])
 
 
-def test_a_wrong_content_claim_is_scored_from_its_bytes_and_never_cached(corpus_features, xgb):
+def test_a_wrong_content_claim_is_scored_from_its_bytes_and_never_cached(corpus_features, xgb, intake):
     """The job keys a claimed message by its claim; the keyed step trusts only the bytes it reads."""
     a, b = corpus_features["photo_id"].iloc[:2]
     model = load_model("m", 1, xgb.bundle_dir, "native")
-    photo_a, _ = prepare(encode_upload("a", Path(a).as_uri(), 1), "t/0/0", LIMITS)
-    photo_b, _ = prepare(encode_upload("b", Path(b).as_uri(), 1), "t/0/1", LIMITS)
+    photo_a, _ = prepare(encode_upload("a", Path(a).as_uri(), 1), "t/0/0", LIMITS, intake)
+    photo_b, _ = prepare(encode_upload("b", Path(b).as_uri(), 1), "t/0/1", LIMITS, intake)
     honest = process_keyed(photo_b, photo_b.content_sha256, model, None, LIMITS)
-    assert honest.decoded and honest.cache.content_sha256 == photo_b.content_sha256
+    assert honest.decoded and honest.cache[FEATURE_VERSION].content_sha256 == photo_b.content_sha256
     # A's bytes routed under B's key (a lying claim): B's entry is neither used nor replaced.
     liar = process_keyed(photo_a, photo_b.content_sha256, model, honest.cache, LIMITS)
     rec = json.loads(liar.records[0][1])
@@ -87,20 +97,62 @@ def test_a_wrong_content_claim_is_scored_from_its_bytes_and_never_cached(corpus_
     assert not again.decoded and json.loads(again.records[0][1])["from_cache"] is True
 
 
-def test_failures_become_dlq_records_with_the_source_ref(bad_inputs, xgb, tmp_path):
+def test_failures_become_dlq_records_with_the_source_ref(bad_inputs, corpus_dir, corpus_features, xgb, tmp_path,
+                                                         fake_store):
+    import os
+
     model = load_model("m", 1, xgb.bundle_dir, "native")
+    root = tmp_path / "root"
+    root.mkdir()
+    intake = upload_intake(settings_for(corpus_dir, root, "s3://uploads/ok/"))
+    os.mkfifo(root / "fifo.jpg")
+    (root / "escape.jpg").symlink_to("/etc/passwd")
+    (tmp_path / "outside.jpg").write_bytes(b"outside")
+    good = Path(corpus_features["photo_id"].iloc[0])
+    fake_store.put("s3://uploads/ok/a.jpg", good.read_bytes())
+    limits = DecodeLimits(max_file_bytes=1 << 20)
+    over = limits.max_file_bytes + 1
     cases = [(b"{oops", "malformed_message"), (json.dumps({"schema": 1, "photo_id": "x"}).encode(), "missing_field"),
-             (encode_upload("gone", (tmp_path / "missing.jpg").as_uri(), 1), "unreadable_uri")]
+             (encode_upload("gone", (root / "missing.jpg").as_uri(), 1), "unreadable_uri"),
+             (encode_upload("zero", "/dev/zero", 1), "uri_not_allowed"),
+             (encode_upload("passwd", "/etc/passwd", 1), "uri_not_allowed"),
+             (encode_upload("environ", "file:///proc/self/environ", 1), "uri_not_allowed"),
+             (encode_upload("esc", str(root / "escape.jpg"), 1), "uri_not_allowed"),
+             (encode_upload("dots", f"{root}/../outside.jpg", 1), "uri_not_allowed"),
+             (encode_upload("s3", "s3://uploads/private/a.jpg", 1), "uri_not_allowed"),
+             (encode_upload("s3gone", "s3://uploads/ok/gone.jpg", 1), "unreadable_uri"),
+             (encode_upload("fifo", str(root / "fifo.jpg"), 1), "not_a_regular_file"),
+             (encode_upload("dir", str(root), 1), "not_a_regular_file"),
+             # The inline size comes from the encoded length: "A" * n is valid base64, never decoded.
+             (json.dumps({"schema": 1, "photo_id": "big", "uploaded_at_ms": 1,
+                          "inline_b64": "A" * (-(-over // 3) * 4)}).encode(), "file_too_large"),
+             (b"{" + b" " * (16 << 20) + b"}", "message_too_large")]
     cases += [(encode_upload(p, Path(p).as_uri(), 1), code) for p, code in bad_inputs.items()]
     for i, (raw, code) in enumerate(cases):
-        out = process_message(raw, f"photos.uploaded/1/{i}", model, {}, LIMITS)
+        out = process_message(raw, f"photos.uploaded/1/{i}", model, {}, limits, intake)
         (kind, payload), = out.records
         rec = json.loads(payload)
         assert kind == DLQ and rec["reason_code"] == code, (raw[:80], rec)
         assert rec["source_ref"] == f"photos.uploaded/1/{i}"
+    # The next photos are scored, from a path and from the object store.
+    for uri in (good.as_uri(), "s3://uploads/ok/a.jpg"):
+        out = process_message(encode_upload("ok", uri, 1), "t/0/9", model, {}, LIMITS, intake)
+        assert out.records[0][0] == SCORES
     # No model loaded yet: a DLQ record, never an exception.
-    out = process_message(encode_upload("p", inline=Path(next(iter(bad_inputs))).read_bytes()), "t/0/9", None, {}, LIMITS)
+    out = process_message(encode_upload("p", inline=Path(next(iter(bad_inputs))).read_bytes()), "t/0/9", None, {},
+                          LIMITS, intake)
     assert out.records[0][0] == DLQ
+
+
+def test_an_unreachable_store_raises_and_is_never_dead_lettered(xgb, fake_store):
+    """The stream job lets the error fail the task: Flink restarts from the checkpoint and reads again."""
+    model = load_model("m", 1, xgb.bundle_dir, "native")
+    intake = upload_intake(settings_for("s3://uploads/", read_attempts=2, read_backoff_s=0))
+    fake_store.put("s3://uploads/a.jpg", b"x")
+    fake_store.set_down("uploads")
+    with pytest.raises(TransientReadError):
+        process_message(encode_upload("a", "s3://uploads/a.jpg", 1), "t/0/0", model, {}, LIMITS, intake)
+    assert fake_store.attempts("s3://uploads/a.jpg") == 2
 
 
 def test_model_holder_swaps_only_when_the_alias_moves_and_survives_registry_errors(xgb, logreg):

@@ -16,8 +16,8 @@ from jobs.topic_io import file_upload
 pytestmark = pytest.mark.integration
 
 
-def test_watch_measures_a_live_job_and_restarts_a_dead_one(stream_registry, corpus_labels, tmp_path):
-    config = stream_config(tmp_path / "home", stream_registry)
+def test_watch_measures_a_live_job_and_restarts_a_dead_one(stream_registry, corpus_dir, corpus_labels, tmp_path):
+    config = stream_config(tmp_path / "home", stream_registry, roots=[corpus_dir])
     paths = sorted(corpus_labels["photo_id"])[:4]
     with running_broker(config, "ephemeral") as bootstrap, running_stream(config) as job:
         refs = produce(bootstrap, config.kafka.topics.uploaded, [(p, file_upload(p, p)) for p in paths])

@@ -9,8 +9,8 @@ import time
 import psutil
 import pytest
 
-from jobs.supervise import (ProcessExited, WaitTimeout, free_port, pid_alive, port_open, read_pid, start_process,
-                            stop_process, wait_until)
+from jobs.supervise import (ProcessExited, WaitTimeout, free_port, kept_ports, pid_alive, port_open, read_json,
+                            read_pid, start_process, stop_process, wait_until, write_json)
 from udfs.errors import PhotoscoreError
 
 # A child that ignores SIGTERM, as SeaweedFS does: only SIGKILL ends it.
@@ -98,6 +98,30 @@ def test_missing_garbled_and_ended_pid_files_read_as_not_running(tmp_path):
 def test_ports():
     port = free_port()
     assert not port_open("127.0.0.1", port)
+
+
+def test_kept_ports_are_chosen_once_and_kept_a_taken_one_is_replaced_while_stopped_and_a_fixed_one_wins(tmp_path):
+    import socket
+
+    path = tmp_path / "ports.json"
+    first = kept_ports(path, ("a", "b"), running=False)
+    assert kept_ports(path, ("a", "b"), running=False) == first == read_json(path)
+    with socket.socket() as taken:  # someone else listens on `a` while the service is down
+        taken.bind(("127.0.0.1", first["a"]))
+        taken.listen()
+        assert kept_ports(path, ("a", "b"), running=True) == first  # running: the listener is the service
+        again = kept_ports(path, ("a", "b"), running=False)
+        assert again["a"] != first["a"] and again["b"] == first["b"]
+    assert kept_ports(path, ("a", "b"), running=False, fixed={"a": first["a"], "b": 0}) == {**again, "a": first["a"]}
+
+
+def test_write_json_replaces_the_file_with_the_mode_asked(tmp_path):
+    path = tmp_path / "secret.json"
+    write_json(path, {"k": 1}, mode=0o600)
+    assert read_json(path) == {"k": 1} and (path.stat().st_mode & 0o777) == 0o600
+    assert not list(tmp_path.glob("*.tmp"))
+    path.write_text("{garbled")
+    assert read_json(path) is None and read_json(tmp_path / "missing.json") is None
 
 
 # ---------------------------------------------------------------- wait_until

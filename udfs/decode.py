@@ -121,7 +121,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _dct_scale(longest: int, working_side: int) -> int:
+def dct_scale(longest: int, working_side: int) -> int:
     """The libjpeg DCT scale 1/s (s in 1, 2, 4, 8) whose output is nearest the working side."""
     return min((1, 2, 4, 8), key=lambda s: (abs(math.log2(longest / s / working_side)), s))
 
@@ -153,7 +153,7 @@ def decode_photo(data: bytes, working_side: int, limits: DecodeLimits = DecodeLi
         if fmt == "JPEG":
             # libjpeg decodes straight to 1/2..1/8 size; the scale nearest the working side means
             # no resize at all for most photos (working images span working_side / sqrt(2) .. x sqrt(2)).
-            dct = _dct_scale(max(stored_w, stored_h), working_side)
+            dct = dct_scale(max(stored_w, stored_h), working_side)
             image.draft("RGB", (max(1, stored_w // dct), max(1, stored_h // dct)))
         image.seek(0)  # first frame of animations
         image.load()

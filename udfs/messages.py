@@ -5,12 +5,13 @@ share them.
 Upload (topic photos.uploaded, key = photo_id):
     {"schema": 1, "photo_id": str, "uri": str, "uploaded_at_ms": int,
      "content_sha256": str?, "inline_b64": str?}
-A message must carry `uri` or `inline_b64` (inline bytes win when both are present).
+A message must carry `uri` or `inline_b64` (inline bytes win when both are present). A message over
+`kafka.max_message_bytes` is refused before it is parsed; `inline_b64` is checked for shape here and
+decoded only after its size is checked against the photo byte limit (udfs.stream_scoring).
 """
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
@@ -22,6 +23,8 @@ from udfs.schemas import QUARANTINE, SCORE, json_record
 
 UPLOAD_SCHEMA = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What base64.b64decode(validate=True) accepts, checked without decoding (with len % 4 == 0).
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Upload:
         """The inline photo bytes (validated base64 at parse time), or None."""
         return base64.b64decode(self.inline_b64, validate=True) if self.inline_b64 is not None else None
 
+    def inline_size(self) -> Optional[int]:
+        """The size of the inline photo, from its encoded length alone (no decoding), or None."""
+        if self.inline_b64 is None:
+            return None
+        return len(self.inline_b64) // 4 * 3 - self.inline_b64[-2:].count("=")
+
 
 def source_ref(topic: str, partition: int, offset: int) -> str:
     """The DLQ source reference of a Kafka record: `topic/partition/offset`."""
@@ -48,12 +57,15 @@ def _reject(ref: str, photo_id: Optional[str], code: str, detail: str) -> Quaran
     return QuarantineRecord(ref, photo_id, "parse", code, detail[:500], now_ms())
 
 
-def parse_upload(raw: bytes | str | None, ref: str) -> Upload | QuarantineRecord:
-    """A raw message value -> Upload, or a `parse` QuarantineRecord (`malformed_message` when the
-    value is not a JSON object of the expected shape and types, `missing_field` when a required
-    field is absent or empty). Never raises."""
+def parse_upload(raw: bytes | str | None, ref: str, max_bytes: Optional[int] = None) -> Upload | QuarantineRecord:
+    """A raw message value -> Upload, or a `parse` QuarantineRecord (`message_too_large` when the
+    value is over `max_bytes`, unparsed; `malformed_message` when it is not a JSON object of the
+    expected shape and types, `missing_field` when a required field is absent or empty). Never raises."""
     if raw is None:
         return _reject(ref, None, "malformed_message", "empty (null) message value")
+    size = len(raw) if isinstance(raw, (bytes, bytearray)) else len(raw.encode("utf-8", "surrogatepass"))
+    if max_bytes is not None and size > max_bytes:
+        return _reject(ref, None, "message_too_large", f"a message of {size} bytes > limit {max_bytes}")
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         data = json.loads(text)
@@ -83,11 +95,8 @@ def parse_upload(raw: bytes | str | None, ref: str) -> Upload | QuarantineRecord
             return _reject(ref, pid, "malformed_message", f"{name} must be a string, got {type(value).__name__}")
     if not uri and not inline:
         return _reject(ref, pid, "missing_field", "field 'uri' (or 'inline_b64') is missing or empty")
-    if inline:
-        try:
-            base64.b64decode(inline, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            return _reject(ref, pid, "malformed_message", f"inline_b64 is not valid base64: {exc}")
+    if inline and (len(inline) % 4 or not _BASE64.fullmatch(inline)):
+        return _reject(ref, pid, "malformed_message", "inline_b64 is not valid (padded, standard) base64")
     sha = data.get("content_sha256")
     if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha)):
         return _reject(ref, pid, "malformed_message", "content_sha256 must be 64 lowercase hex digits")

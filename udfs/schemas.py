@@ -53,7 +53,7 @@ QUARANTINE_TABLE = pa.schema([
 ])
 
 # A feature row's identity; one float32 column per feature name follows (`feature_schema`;
-# udfs.features.FEATURES is the current feature version's row).
+# udfs.features.FEATURE_SETS holds each feature version's row, `feature_table_schema` the table's).
 FEATURE_KEYS = pa.schema([
     ("photo_id", pa.string()),
     ("content_sha256", pa.string()),
@@ -75,6 +75,20 @@ PHOTOS = pa.schema([
 def feature_schema(names: Iterable[str]) -> pa.Schema:
     """The feature row of a feature version: FEATURE_KEYS, then one float32 column per name."""
     return pa.schema([*FEATURE_KEYS, *[(name, pa.float32()) for name in names]])
+
+
+def feature_table_schema(names_by_version: Iterable[Sequence[str]]) -> pa.Schema:
+    """The features table's row, one layout for every feature version: FEATURE_KEYS, then the
+    ordered union of the versions' feature names (first appearance wins the position).
+
+    A row fills its own version's columns and leaves the others null, so the versions live side
+    by side keyed by (content_sha256, feature_version); a version that adds columns only appends
+    to the layout, and files written before it read those columns as nulls.
+    """
+    union: dict[str, None] = {}
+    for names in names_by_version:
+        union.update(dict.fromkeys(names))
+    return feature_schema(union)
 
 
 def pick(schema: pa.Schema, *names: str) -> list[pa.Field]:

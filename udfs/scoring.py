@@ -61,8 +61,10 @@ def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_nam
         versions = set(pd.unique(features["feature_version"].dropna()).tolist())
         if versions - {schema.feature_version}:
             raise PhotoscoreError(
-                f"{source_ref} holds feature versions {sorted(versions)} but the model was trained on "
-                f"version {schema.feature_version}; recompute features or pick a matching model")
+                f"{source_ref} holds feature versions {sorted(versions)} but model {model_name}/{model_version} "
+                f"was trained on feature version {schema.feature_version}: compute that version with "
+                f"`photoscore features --feature-version {schema.feature_version}`, or score with a model "
+                "trained on the file's version")
     seen = now_ms()
     frame = features.reset_index(drop=True)
     X = frame[list(schema.names)].to_numpy(dtype=np.float32)

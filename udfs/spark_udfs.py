@@ -16,19 +16,25 @@ import pandas as pd
 import pyarrow as pa
 
 from udfs.decode import DecodeLimits, PhotoRejected
-from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES, FeatureRow, content_sha256, extract_features
-from udfs.photo_io import local_path, read_photo_bytes
+from udfs.features import (FEATURE_SETS, FEATURE_VERSION, FEATURE_VERSIONS, FeatureRow, content_sha256,
+                           extract_features, feature_set)
+from udfs.photo_io import PhotoReader, local_path
 from udfs.quarantine import now_ms
-from udfs.schemas import PHOTOS, QUARANTINE, SCORE, frame, pick
+from udfs.schemas import FEATURE_KEYS, PHOTOS, QUARANTINE, SCORE, feature_table_schema, frame, pick
 
 # --- feature backfill -----------------------------------------------------------------------------
 
+# The features table's row: every feature version's columns in one layout (udfs/schemas.py), each
+# row filling those of its own version, keyed by (content_sha256, feature_version).
+FEATURE_TABLE = feature_table_schema(FEATURE_SETS[v].names for v in FEATURE_VERSIONS)
+# Its feature columns (every version's), in order.
+TABLE_FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_TABLE.names[len(FEATURE_KEYS):])
 # The two passes' rows, composed of the tables' fields (udfs/schemas.py): a photo read (or why not),
 # and a content decoded (its features when `ok`, why not otherwise).
 HASH_ROWS = pa.schema([*pick(PHOTOS, "photo_id", "uri", "content_sha256", "file_bytes"),
                        *pick(QUARANTINE, "stage", "reason_code", "detail")])
-EXTRACT_ROWS = pa.schema([*pick(FEATURES, "content_sha256", "photo_id"), PHOTOS.field("uri"),
-                          pa.field("ok", pa.bool_()), *pick(FEATURES, "format", "dhash", *FEATURE_NAMES),
+EXTRACT_ROWS = pa.schema([*pick(FEATURE_TABLE, "content_sha256", "photo_id"), PHOTOS.field("uri"),
+                          pa.field("ok", pa.bool_()), *pick(FEATURE_TABLE, "format", "dhash", *TABLE_FEATURE_NAMES),
                           *pick(QUARANTINE, "stage", "reason_code", "detail", "seen_at_ms")])
 # Their Spark schemas, the mapInPandas return types.
 def spark_schema(schema: pa.Schema):
@@ -42,10 +48,12 @@ HASH_SCHEMA = spark_schema(HASH_ROWS)
 EXTRACT_SCHEMA = spark_schema(EXTRACT_ROWS)
 
 
-def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def hash_partitions(reader: PhotoReader, max_file_bytes: int
+                    ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: (photo_id, uri) -> HASH_SCHEMA rows; reads each photo once, decodes none.
 
-    Read failures keep a null hash and the reason, so every input row comes out exactly once.
+    Read failures keep a null hash and the reason, so every input row comes out exactly once; a
+    TransientReadError (a store unreachable after the reader's retries) fails the task instead.
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -57,7 +65,7 @@ def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], I
                     photo_id = local_path(uri) or uri
                 digest = size = stage = reason = detail = None
                 try:
-                    data = read_photo_bytes(uri, max_file_bytes)
+                    data = reader.read(uri, max_file_bytes)
                     digest, size = content_sha256(data), len(data)
                 except PhotoRejected as exc:
                     stage, reason, detail = exc.stage, exc.reason_code, exc.detail
@@ -68,10 +76,12 @@ def hash_partitions(max_file_bytes: int) -> Callable[[Iterator[pd.DataFrame]], I
     return run
 
 
-def extract_partitions(limits: DecodeLimits, decodes=None, rows_done=None
+def extract_partitions(limits: DecodeLimits, reader: PhotoReader, decodes=None, rows_done=None,
+                       version: int = FEATURE_VERSION
                        ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: rows (content_sha256, photo_id, uri) of contents to decode ->
-    EXTRACT_SCHEMA rows (features when `ok`, the quarantine reason otherwise), one per content.
+    EXTRACT_SCHEMA rows (features of feature version `version`, the newest by default, when `ok`,
+    in that version's columns, the others null; the quarantine reason otherwise), one per content.
 
     All rows of a content must be in one partition and adjacent (repartition and sort within
     partitions by content_sha256): the first row of each content is decoded, the rest are
@@ -83,13 +93,15 @@ def extract_partitions(limits: DecodeLimits, decodes=None, rows_done=None
     consumed, for progress.
     """
 
+    positions = [TABLE_FEATURE_NAMES.index(n) for n in feature_set(version).names]
+
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         previous = None
         for batch in batches:
             rows = []
             for digest, photo_id, uri in zip(batch["content_sha256"], batch["photo_id"], batch["uri"]):
                 if digest != previous:
-                    rows.append(_extract_one(digest, photo_id, uri, limits))
+                    rows.append(_extract_one(digest, photo_id, uri, limits, reader, version, positions))
                     previous = digest
             if decodes is not None:
                 decodes.add(len(rows))
@@ -100,13 +112,15 @@ def extract_partitions(limits: DecodeLimits, decodes=None, rows_done=None
     return run
 
 
-_NO_FEATURES = [None] * len(FEATURE_NAMES)
+_NO_FEATURES = [None] * len(TABLE_FEATURE_NAMES)
 
 
-def _extract_one(digest: str, photo_id: str, uri: str, limits: DecodeLimits) -> list:
-    """One EXTRACT_ROWS row (a list in its order) for the content `digest`."""
+def _extract_one(digest: str, photo_id: str, uri: str, limits: DecodeLimits, reader: PhotoReader,
+                 version: int, positions: list[int]) -> list:
+    """One EXTRACT_ROWS row (a list in its order) for the content `digest`: its features of
+    `version` at `positions` of TABLE_FEATURE_NAMES."""
     try:
-        data = read_photo_bytes(uri, limits.max_file_bytes)
+        data = reader.read(uri, limits.max_file_bytes)
     except PhotoRejected as exc:
         return [digest, photo_id, uri, False, None, None, *_NO_FEATURES, exc.stage, exc.reason_code,
                 exc.detail, now_ms()]
@@ -115,10 +129,12 @@ def _extract_one(digest: str, photo_id: str, uri: str, limits: DecodeLimits) -> 
         # planned for; the next run picks the new content up.
         return [digest, photo_id, uri, False, None, None, *_NO_FEATURES, "read", "unreadable_uri",
                 f"{uri}: content changed during the backfill", now_ms()]
-    result = extract_features(data, photo_id, uri, limits)
+    result = extract_features(data, photo_id, uri, limits, version)
     if isinstance(result, FeatureRow):
-        return [digest, photo_id, uri, True, result.format, result.dhash, *result.values.tolist(),
-                None, None, None, now_ms()]
+        values = list(_NO_FEATURES)
+        for position, value in zip(positions, result.values.tolist()):
+            values[position] = value
+        return [digest, photo_id, uri, True, result.format, result.dhash, *values, None, None, None, now_ms()]
     return [digest, photo_id, uri, False, None, None, *_NO_FEATURES, result.stage, result.reason_code,
             result.detail, result.seen_at_ms]
 
@@ -194,6 +210,6 @@ def python_udfs_in_plan(df) -> list[str]:
 
 
 __all__ = [
-    "HASH_SCHEMA", "EXTRACT_SCHEMA", "FEATURE_VERSION", "hash_partitions",
+    "HASH_SCHEMA", "EXTRACT_SCHEMA", "FEATURE_TABLE", "TABLE_FEATURE_NAMES", "hash_partitions",
     "extract_partitions", "score_arrays", "bundle_on_worker", "cached_scorer", "python_udfs_in_plan",
 ]

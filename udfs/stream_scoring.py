@@ -19,9 +19,9 @@ import numpy as np
 
 from udfs.decode import DecodeLimits, PhotoRejected
 from udfs.errors import PhotoscoreError
-from udfs.features import FEATURE_NAMES, FEATURE_VERSION, FeatureRow, content_sha256, extract_features
+from udfs.features import FeatureRow, content_sha256, extract_features, feature_set
 from udfs.messages import Upload, encode_dlq, encode_score, parse_upload
-from udfs.photo_io import read_photo_bytes
+from udfs.photo_io import PhotoReader, photo_reader
 from udfs.quarantine import QuarantineRecord, now_ms
 
 log = logging.getLogger(__name__)
@@ -42,26 +42,43 @@ class PreparedPhoto:
     data: bytes
 
 
-def read_upload(upload: Upload, ref: str, limits: DecodeLimits) -> bytes | QuarantineRecord:
-    """The photo bytes of an upload (inline first, else its URI), or a `read` QuarantineRecord."""
+@dataclass(frozen=True)
+class Intake:
+    """All an upload message can make the job read (README "Trust model"): a message of at most
+    `max_message_bytes`, parsed, and a photo read by `reader`, from under the photo roots only."""
+
+    reader: PhotoReader
+    max_message_bytes: int
+
+
+def upload_intake(settings) -> Intake:
+    """The stream's Intake from config: `storage.photo_roots`, `kafka.max_message_bytes`. Messages
+    never widen the roots."""
+    return Intake(photo_reader(settings), settings.kafka.max_message_bytes)
+
+
+def read_upload(upload: Upload, ref: str, limits: DecodeLimits, reader: PhotoReader) -> bytes | QuarantineRecord:
+    """The photo bytes of an upload (inline first, else its URI), or a `read` QuarantineRecord.
+    A TransientReadError (the store unreachable after the retries) propagates: the photo is not bad."""
     if upload.inline_b64 is not None:
-        data = upload.inline_bytes()
-        if len(data) > limits.max_file_bytes:
+        size = upload.inline_size()  # before decoding: the encoded length gives the decoded one
+        if size > limits.max_file_bytes:
             return QuarantineRecord(ref, upload.photo_id, "read", "file_too_large",
-                                    f"inline photo of {len(data)} bytes > limit {limits.max_file_bytes}", now_ms())
-        return data
+                                    f"inline photo of {size} bytes > limit {limits.max_file_bytes}", now_ms())
+        return upload.inline_bytes()
     try:
-        return read_photo_bytes(upload.uri, limits.max_file_bytes)
+        return reader.read(upload.uri, limits.max_file_bytes)
     except PhotoRejected as exc:
         return QuarantineRecord(ref, upload.photo_id, exc.stage, exc.reason_code, exc.detail[:500], now_ms())
 
 
-def prepare(raw: bytes | str | None, ref: str, limits: DecodeLimits) -> tuple[PreparedPhoto | QuarantineRecord, Optional[int]]:
+def prepare(raw: bytes | str | None, ref: str, limits: DecodeLimits,
+            intake: Intake) -> tuple[PreparedPhoto | QuarantineRecord, Optional[int]]:
     """Parse, validate and read one upload message: (PreparedPhoto or QuarantineRecord, uploaded_at_ms)."""
-    upload = parse_upload(raw, ref)
+    upload = parse_upload(raw, ref, intake.max_message_bytes)
     if isinstance(upload, QuarantineRecord):
         return upload, None
-    data = read_upload(upload, ref, limits)
+    data = read_upload(upload, ref, limits, intake.reader)
     if isinstance(data, QuarantineRecord):
         return data, upload.uploaded_at_ms
     return PreparedPhoto(ref, upload.photo_id, upload.uploaded_at_ms, content_sha256(data), data), upload.uploaded_at_ms
@@ -78,7 +95,12 @@ class LoadedModel:
     export_format: str
     scorer: object
     schema: object  # udfs.bundle.FeatureSchema
-    columns: tuple = ()  # positions of schema.names in udfs.features.FEATURE_NAMES
+    columns: tuple = ()  # positions of schema.names in its feature version's names
+
+    @property
+    def feature_version(self) -> int:
+        """The feature version the model was trained on: the one the stream computes for it."""
+        return self.schema.feature_version
 
     @property
     def identity(self) -> tuple[str, int, str]:
@@ -86,18 +108,21 @@ class LoadedModel:
 
 
 def load_model(name: str, version: int, bundle_dir: Path, export_format: str, threads: int = 1) -> LoadedModel:
-    """Load (checksums verified) one export of a resolved bundle."""
+    """Load (checksums verified) one export of a resolved bundle, with the positions of its
+    features in the rows of the feature version it was trained on (which this photoscore must
+    compute: a PhotoscoreError otherwise)."""
     from udfs.bundle import read_feature_schema
     from udfs.formats import load_scorer
 
     scorer = load_scorer(bundle_dir, export_format, threads=threads)
     schema = read_feature_schema(bundle_dir)
-    unknown = [n for n in schema.names if n not in FEATURE_NAMES]
+    names = feature_set(schema.feature_version).names
+    unknown = [n for n in schema.names if n not in names]
     if unknown:
         raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
-                              f"feature version {FEATURE_VERSION} does not compute")
+                              f"feature version {schema.feature_version} does not compute")
     return LoadedModel(name, int(version), scorer.format, scorer, schema,  # the id, not an old alias
-                       tuple(FEATURE_NAMES.index(n) for n in schema.names))
+                       tuple(names.index(n) for n in schema.names))
 
 
 class ModelHolder:
@@ -195,15 +220,22 @@ class CacheEntry:
 
     def row(self, photo_id: str) -> FeatureRow:
         return FeatureRow(photo_id, self.content_sha256, self.fmt, self.dhash,
-                          np.asarray(self.values, dtype=np.float32))
+                          np.asarray(self.values, dtype=np.float32), self.feature_version)
+
+
+# What the cache holds per content: its entry of each feature version computed (a model of one
+# version never scores another's features, and an alias that moves between models of two versions
+# finds both cached). The stream's keyed state value: the cache is keyed by (content, version).
+ContentCache = dict[int, CacheEntry]
 
 
 @dataclass
 class Outcome:
-    """One prepared photo's result: records to emit as (kind, JSON) and the new cache entry."""
+    """One prepared photo's result: records to emit as (kind, JSON) and the content's new cache
+    value (None: leave it as it was)."""
 
     records: list
-    cache: Optional[CacheEntry]
+    cache: Optional[ContentCache]
     decoded: bool
 
 
@@ -226,9 +258,9 @@ def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | Quar
     """
     from udfs.scoring import score_isolating_failures
 
-    if model.schema.feature_version != FEATURE_VERSION:
+    if row.feature_version != model.feature_version:
         raise PhotoscoreError(f"model {model.name}/{model.version} was trained on feature version "
-                              f"{model.schema.feature_version}, the stream computes {FEATURE_VERSION}")
+                              f"{model.feature_version} and cannot score features of version {row.feature_version}")
     seen = now_ms()
     x = np.asarray(row.values, dtype=np.float32)[list(model.columns)][None, :]
     if not np.isfinite(x).all():
@@ -238,39 +270,44 @@ def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | Quar
     scores, errors = score_isolating_failures(model.scorer, x)
     if errors[0] is not None:
         return QuarantineRecord(ref, row.photo_id, "score", "score_failed", errors[0][:500], seen)
-    return score_row(model, row.photo_id, row.content_sha256, float(scores[0]), FEATURE_VERSION, seen, False)
+    return score_row(model, row.photo_id, row.content_sha256, float(scores[0]), row.feature_version, seen, False)
 
 
-def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[CacheEntry],
+def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[ContentCache],
                   limits: DecodeLimits) -> Outcome:
-    """Features (decoded, or from the cache) and a score (from the cache when this content was
-    already scored by this very model version and format: `from_cache=True`)."""
+    """Features of the model's feature version (decoded, or from the content's cache) and a score
+    (from the cache when this content was already scored by this very model version and format:
+    `from_cache=True`)."""
     if model is None:
         rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "unknown_model",
                                "no model version could be loaded yet (see the job log)", now_ms())
-        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], cached, False)
-    if cached is not None and cached.feature_version == FEATURE_VERSION:
+        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], None, False)
+    version = model.feature_version
+    entries = cached or {}
+    cached = entries.get(version)
+    if cached is not None:
         if cached.model == model.identity and cached.score is not None:
             row = score_row(model, photo.photo_id, photo.content_sha256, cached.score, cached.feature_version,
                             now_ms(), True)
-            return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], cached, False)
+            return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], entries, False)
         feature_row, decoded = cached.row(photo.photo_id), False
     else:
-        result = extract_features(photo.data, photo.photo_id, photo.ref, limits)
+        result = extract_features(photo.data, photo.photo_id, photo.ref, limits, version)
         if isinstance(result, QuarantineRecord):
             return Outcome([(DLQ, encode_dlq(result, photo.uploaded_at_ms))], None, True)
         feature_row, decoded = result, True
     scored = score_features(model, feature_row, photo.ref)
-    entry = CacheEntry(photo.content_sha256, FEATURE_VERSION, tuple(float(v) for v in feature_row.values),
+    entry = CacheEntry(photo.content_sha256, version, tuple(float(v) for v in feature_row.values),
                        feature_row.format, int(feature_row.dhash), None, None)
     if isinstance(scored, QuarantineRecord):
-        return Outcome([(DLQ, encode_dlq(scored, photo.uploaded_at_ms))], entry, decoded)
+        return Outcome([(DLQ, encode_dlq(scored, photo.uploaded_at_ms))], {**entries, version: entry}, decoded)
     entry = CacheEntry(entry.content_sha256, entry.feature_version, entry.values, entry.fmt, entry.dhash,
                        model.identity, scored["score"])
-    return Outcome([(SCORES, encode_score(scored, photo.uploaded_at_ms, photo.ref))], entry, decoded)
+    return Outcome([(SCORES, encode_score(scored, photo.uploaded_at_ms, photo.ref))], {**entries, version: entry},
+                   decoded)
 
 
-def process_keyed(photo: PreparedPhoto, key: str, model: Optional[LoadedModel], cached: Optional[CacheEntry],
+def process_keyed(photo: PreparedPhoto, key: str, model: Optional[LoadedModel], cached: Optional[ContentCache],
                   limits: DecodeLimits) -> Outcome:
     """`process_photo` for a photo routed by `key`, the content_sha256 its message claimed (or that
     an earlier read hashed). The keyed state of `key` is used and replaced only when the bytes read
@@ -283,10 +320,11 @@ def process_keyed(photo: PreparedPhoto, key: str, model: Optional[LoadedModel], 
 
 
 def process_message(raw: bytes | str | None, ref: str, model: Optional[LoadedModel],
-                    cache: dict, limits: DecodeLimits) -> Outcome:
-    """The whole stream path for one message with a plain dict as the per-content cache: what the
-    Flink job does across two operators, in one call (the bench's in-process limit, tests)."""
-    prepared, uploaded = prepare(raw, ref, limits)
+                    cache: dict, limits: DecodeLimits, intake: Intake) -> Outcome:
+    """The whole stream path for one message with a plain dict (content_sha256 -> ContentCache) as
+    the cache: what the Flink job does across two operators, in one call (the bench's in-process
+    limit, tests)."""
+    prepared, uploaded = prepare(raw, ref, limits, intake)
     if isinstance(prepared, QuarantineRecord):
         return Outcome([(DLQ, encode_dlq(prepared, uploaded))], None, False)
     outcome = process_photo(prepared, model, cache.get(prepared.content_sha256), limits)

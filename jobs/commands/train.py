@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--trees", type=int, default=DEFAULT_TREES, help=f"trees (default {DEFAULT_TREES})")
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help=f"tree depth (default {DEFAULT_DEPTH})")
     p.add_argument("--threads", type=int, default=None, help="training threads (default min(4, cores))")
+    p.add_argument("--feature-version", type=int, default=None, metavar="N",
+                   help="feature version to train on (default: the one the features file holds); "
+                        "the bundle records it and scores only features of it")
     p.set_defaults(handler=run)
 
 
@@ -35,10 +38,11 @@ def run(args, settings) -> int:
     if args.threads:
         params = TrainParams(trees=args.trees, depth=args.depth, threads=args.threads)
     name = args.name or settings.mlflow.model_name
-    result = train_and_register(args.features, args.labels, args.target, args.model, name, settings, params)
+    result = train_and_register(args.features, args.labels, args.target, args.model, name, settings, params,
+                                feature_version=args.feature_version)
     built = result.built
     test = built.metrics.get("test", {})
-    print(f"{args.model}: {built.facts['trees']} trees; test rows={test.get('rows', 0)} "
+    print(f"{args.model}: {built.facts['trees']} trees on feature version {result.feature_version}; test rows={test.get('rows', 0)} "
           f"auc={_fmt(test.get('auc'))} pr_auc={_fmt(test.get('pr_auc'))} "
           f"brier={_fmt(test.get('brier'))} ece={_fmt(test.get('ece'))}")
     for row in test.get("reliability", []):
