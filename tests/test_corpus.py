@@ -239,6 +239,39 @@ def test_blur_reduces_sharpness_more_when_stronger(photo, fn):
     assert _sharpness(strong) < _sharpness(weak) < _sharpness(photo)
 
 
+@pytest.mark.parametrize("fn, key", [(D.apply_gaussian_blur, "sigma"), (D.apply_motion_blur, "length")])
+def test_blur_is_scaled_to_the_longest_side(photo, fn, key):
+    """The same draw on a photo twice as large blurs twice as many pixels: a blur means the same at
+    every size, so a model cannot learn one size as what "blurred" looks like."""
+    # Strengths whose blur stays above the 1 px floor on the 400 px photo.
+    big = photo.resize((photo.width * 3, photo.height * 3), Image.Resampling.LANCZOS)
+    for strength in (0.6, 1.0):
+        _, small_params = fn(photo, np.random.default_rng(4), strength)
+        _, big_params = fn(big, np.random.default_rng(4), strength)
+        assert big_params[key] == pytest.approx(3 * small_params[key], rel=0.02)
+
+
+def test_parameters_are_drawn_from_their_ranges(photo):
+    sigmas = [D.apply_gaussian_blur(photo, np.random.default_rng(i), 0.5)[1]["sigma"] for i in range(20)]
+    r = D.PARAMETER_RANGES["blur_sigma"]
+    mid = D._loglerp(r.subtle, r.strong, 0.5) * max(photo.size)
+    assert len(set(sigmas)) > 10, "one strength must still give varied parameters"
+    assert all(mid * (1 - r.jitter) <= s <= mid * (1 + r.jitter) for s in sigmas)
+    gammas = {D.apply_underexposure(photo, np.random.default_rng(i), 0.5)[1]["gamma"] for i in range(10)}
+    assert len(gammas) > 5
+
+
+def test_camera_look_varies_clean_photos_within_well_exposed(photo):
+    looks = [D.apply_camera_look(photo, np.random.default_rng(i)) for i in range(12)]
+    means = [_mean(img) for img, _ in looks]
+    assert max(means) - min(means) > 10, "clean photos must vary in brightness"
+    dark, _ = D.apply_underexposure(photo, np.random.default_rng(0), 0.0)
+    assert _mean(dark) < min(means), "the subtlest under-exposure is darker than any clean look"
+    a, pa = D.apply_camera_look(photo, np.random.default_rng(3))
+    b, pb = D.apply_camera_look(photo, np.random.default_rng(3))
+    assert a.tobytes() == b.tobytes() and pa == pb
+
+
 def test_exposure_moves_brightness_the_right_way(photo):
     dark, p = D.apply_underexposure(photo, np.random.default_rng(0), 0.5)
     bright, q = D.apply_overexposure(photo, np.random.default_rng(0), 0.5)

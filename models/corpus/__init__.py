@@ -7,10 +7,13 @@ packages (scikit-image's bundled photos, the photographic KDE wallpapers of the 
 - clean variants (crops, sizes, JPEG qualities, baseline/progressive, a few PNG) -- about 45 %;
 - degraded variants: gaussian and motion blur, under- and over-exposure, sensor-like noise,
   heavy JPEG compression (quality 5-15) and spam-like overlaid text (Latin and Cyrillic), each with
-  a random strength (some subtle), about a quarter of them combining two degradations;
+  a random strength (some subtle), about a quarter of them combining two degradations; sizes of
+  blur and noise grain are fractions of the photo's longest side and every parameter is drawn from
+  a range (`degradations.PARAMETER_RANGES`), so a degradation looks the same at every size;
 - exact duplicates (byte-identical copies under another name) and near-duplicates (the written
   photo decoded and re-encoded at another quality and/or resized by a few per cent);
-- sizes from ~0.1 MP to >= 12 MP (a few large photos when n >= 20).
+- sizes from ~0.1 MP to >= 12 MP, most 0.3-2.5 MP (a few large photos when n >= 20), from crops
+  of 15-100 % of a source, so each large source gives many different views.
 
 Output layout::
 

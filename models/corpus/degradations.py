@@ -8,12 +8,13 @@ encoder setting, not a pixel operation (`HEAVY_JPEG`, `heavy_jpeg_quality`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from udfs.errors import PhotoscoreError
 
@@ -28,8 +29,44 @@ def _loglerp(lo: float, hi: float, t: float) -> float:
     return math.exp(_lerp(math.log(lo), math.log(hi), t))
 
 
-def _short_side(img: Image.Image) -> int:
-    return min(img.size)
+@dataclass(frozen=True)
+class Range:
+    """A parameter's range: strength 0 maps to `subtle`, 1 to `strong` (geometrically when `log`);
+    each draw is then jittered by +-`jitter` so two photos of one strength still differ."""
+
+    subtle: float
+    strong: float
+    log: bool = False
+    jitter: float = 0.15
+
+    def draw(self, strength: float, rng: np.random.Generator) -> float:
+        """The parameter for `strength` in [0, 1], jittered with `rng`."""
+        base = (_loglerp if self.log else _lerp)(self.subtle, self.strong, strength)
+        return base * float(rng.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+# Every degradation's parameter ranges in one place. Sizes are fractions of the photo's longest
+# side, so a degradation means the same at 0.3 MP and at 12 MP and a model cannot learn one size:
+# a 0.0012 blur sigma is 1.9 px on a 1600 px photo (barely visible at 100 %), 0.008 is 13 px.
+PARAMETER_RANGES: dict[str, Range] = {
+    "blur_sigma": Range(0.0012, 0.008, log=True),         # x longest side
+    "motion_length": Range(0.004, 0.03, log=True),        # x longest side
+    "exposure_under": Range(0.4, 0.05, log=True),         # linear-light factor
+    "exposure_over": Range(2.0, 9.0, log=True),           # linear-light factor
+    "tone_gamma": Range(1.0, 1.0, jitter=0.15),           # camera tone curve around sRGB's 2.2
+    "noise_photons": Range(500.0, 12.0, log=True),        # shot noise: variance = signal/photons
+    "noise_read_sigma": Range(0.004, 0.03),               # read-noise floor, fraction of white
+    "jpeg_quality": Range(15.0, 5.0, jitter=0.0),         # heavy compression
+}
+MIN_BLUR_SIGMA_PX = 1.0    # below a pixel a blur is invisible at any size: never label it
+MIN_MOTION_LENGTH_PX = 3.0
+# Sensor noise grain, in pixels: 1 (white, per pixel, as a small sensor at base resolution) up to
+# 1/700 of the longest side (correlated, as demosaicing and in-camera processing make it).
+GRAIN_PER_LONG_SIDE = 1 / 700
+
+
+def _long_side(img: Image.Image) -> int:
+    return max(img.size)
 
 
 def _from_array(arr: np.ndarray, mode: str) -> Image.Image:
@@ -40,10 +77,9 @@ def _from_array(arr: np.ndarray, mode: str) -> Image.Image:
 
 
 def apply_gaussian_blur(img: Image.Image, rng: np.random.Generator, strength: float):
-    """Out-of-focus blur. Sigma scales with the image so the blur survives a downscaled analysis."""
-    # 1.2..6 px at an 800 px short side: the low end is subtle, the high end unmistakable.
-    sigma = _lerp(1.2, 6.0, strength) * _short_side(img) / 800 * rng.uniform(0.9, 1.1)
-    sigma = max(sigma, 0.8)
+    """Out-of-focus blur; sigma is a fraction of the longest side (see PARAMETER_RANGES)."""
+    sigma = max(PARAMETER_RANGES["blur_sigma"].draw(strength, rng) * _long_side(img),
+                MIN_BLUR_SIGMA_PX)
     out = cv2.GaussianBlur(np.asarray(img), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
     return _from_array(out, img.mode), {"sigma": round(sigma, 3)}
 
@@ -63,20 +99,20 @@ def motion_blur_kernel(length: float, angle_deg: float) -> np.ndarray:
 
 
 def apply_motion_blur(img: Image.Image, rng: np.random.Generator, strength: float):
-    """Camera-shake blur along a random direction."""
-    length = _lerp(6.0, 32.0, strength) * _short_side(img) / 800 * rng.uniform(0.9, 1.1)
-    length = max(length, 3.0)
+    """Camera-shake blur along a random direction; the length is a fraction of the longest side."""
+    length = max(PARAMETER_RANGES["motion_length"].draw(strength, rng) * _long_side(img),
+                 MIN_MOTION_LENGTH_PX)
     angle = float(rng.uniform(0, 180))
     out = cv2.filter2D(np.asarray(img), -1, motion_blur_kernel(length, angle),
                        borderType=cv2.BORDER_REFLECT)
     return _from_array(out, img.mode), {"length": round(length, 2), "angle": round(angle, 1)}
 
 
-def _exposure_lut(factor: float) -> list[int]:
+def _exposure_lut(factor: float, gamma: float = 1.0) -> list[int]:
     # Exposure scales linear light, not sRGB values: convert with a 2.2 gamma, scale, clip
-    # (blown highlights clip as a sensor does), convert back.
+    # (blown highlights clip as a sensor does), convert back with a tone curve of 2.2 * gamma.
     x = np.arange(256, dtype=np.float64) / 255
-    y = np.clip((x ** 2.2) * factor, 0, 1) ** (1 / 2.2)
+    y = np.clip((x ** 2.2) * factor, 0, 1) ** (1 / (2.2 * gamma))
     return [int(v) for v in np.round(y * 255)]
 
 
@@ -84,31 +120,55 @@ def _apply_lut(img: Image.Image, lut: list[int]) -> Image.Image:
     return img.point(lut * len(img.getbands()))
 
 
+def _apply_exposure(img: Image.Image, rng: np.random.Generator, strength: float, factor_range: str):
+    factor = PARAMETER_RANGES[factor_range].draw(strength, rng)
+    gamma = PARAMETER_RANGES["tone_gamma"].draw(strength, rng)
+    return _apply_lut(img, _exposure_lut(factor, gamma)), {"exposure": round(factor, 4),
+                                                          "gamma": round(gamma, 4)}
+
+
+# The natural spread of a camera's rendering that is NOT a degradation: photos are a little darker
+# or brighter, flatter or punchier, some shadows or highlights clip. Every photo gets one, so a model
+# cannot take the first clipped pixel for bad exposure (the sources are all well exposed).
+LOOK_EXPOSURE = (0.75, 1.35)     # linear-light factor, log-uniform; within "well exposed"
+LOOK_GAMMA = (0.9, 1.12)
+LOOK_SATURATION = (0.8, 1.25)
+
+
+def apply_camera_look(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    """A clean photo's own exposure, tone curve and saturation, drawn from the LOOK_* ranges."""
+    factor = math.exp(rng.uniform(math.log(LOOK_EXPOSURE[0]), math.log(LOOK_EXPOSURE[1])))
+    gamma = float(rng.uniform(*LOOK_GAMMA))
+    saturation = float(rng.uniform(*LOOK_SATURATION))
+    out = _apply_lut(img, _exposure_lut(factor, gamma))
+    if out.mode == "RGB":
+        out = ImageEnhance.Color(out).enhance(saturation)
+    return out, {"exposure": round(factor, 4), "gamma": round(gamma, 4), "saturation": round(saturation, 4)}
+
+
 def apply_underexposure(img: Image.Image, rng: np.random.Generator, strength: float):
-    """Too little light: 0.4x (subtle) down to 0.05x of the exposure."""
-    factor = _loglerp(0.4, 0.05, strength) * rng.uniform(0.9, 1.1)
-    return _apply_lut(img, _exposure_lut(factor)), {"exposure": round(factor, 4)}
+    """Too little light: 0.4x (subtle) down to 0.05x of the exposure, through a varied tone curve."""
+    return _apply_exposure(img, rng, strength, "exposure_under")
 
 
 def apply_overexposure(img: Image.Image, rng: np.random.Generator, strength: float):
     """Too much light: 2x (subtle) up to 9x the exposure, highlights clipping to white."""
-    factor = _loglerp(2.0, 9.0, strength) * rng.uniform(0.9, 1.1)
-    return _apply_lut(img, _exposure_lut(factor)), {"exposure": round(factor, 4)}
+    return _apply_exposure(img, rng, strength, "exposure_over")
 
 
 def apply_sensor_noise(img: Image.Image, rng: np.random.Generator, strength: float):
     """Poisson-Gaussian sensor noise, independent per channel (colour noise).
 
     Shot noise has variance signal/photons, read noise a constant floor. The noise field is drawn
-    on a grid of "grain" pixels (about 1/700 of the short side) and upsampled, as demosaicing and
-    in-camera processing correlate real noise; white per-pixel noise would average away when the
-    feature extractor downsizes the photo, leaving a label nobody can see.
+    on a grid of "grain" pixels and upsampled; the grain is drawn from 1 px (white noise, which a
+    downsizing feature extractor averages away) up to 1/700 of the longest side (correlated, as
+    demosaicing and in-camera processing make real noise), so both kinds are in the corpus.
     """
-    photons = _loglerp(500.0, 12.0, strength) * rng.uniform(0.85, 1.15)
-    read = _lerp(0.004, 0.03, strength)
+    photons = PARAMETER_RANGES["noise_photons"].draw(strength, rng)
+    read = PARAMETER_RANGES["noise_read_sigma"].draw(strength, rng)
+    grain = float(rng.uniform(1.0, max(1.0, _long_side(img) * GRAIN_PER_LONG_SIDE)))
     arr = np.asarray(img, dtype=np.float32) / 255
     h, w = arr.shape[:2]
-    grain = max(1.0, _short_side(img) / 700)
     gh, gw = max(1, round(h / grain)), max(1, round(w / grain))
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     z = rng.standard_normal((gh, gw, channels), dtype=np.float32)
@@ -216,7 +276,8 @@ _APPLY_ORDER = ("underexposure", "overexposure", "gaussian_blur", "motion_blur",
 
 def heavy_jpeg_quality(strength: float) -> int:
     """The JPEG quality of a heavily compressed photo: 15 (subtle) down to 5."""
-    return int(round(_lerp(15, 5, strength)))
+    r = PARAMETER_RANGES["jpeg_quality"]
+    return int(round(_lerp(r.subtle, r.strong, strength)))
 
 
 def degrade(img: Image.Image, rng: np.random.Generator, strengths: Mapping[str, float],

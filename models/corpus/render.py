@@ -9,19 +9,28 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from models.corpus.degradations import HEAVY_JPEG, degrade, heavy_jpeg_quality
+from models.corpus.degradations import HEAVY_JPEG, apply_camera_look, degrade, heavy_jpeg_quality
 from models.corpus.encoding import encode_image, encode_jpeg, exif_bytes
 from models.corpus.planning import BIG_MEGAPIXELS, PhotoSpec
 
 _ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
+# (min MP, max MP) of each size band and the share of non-large photos drawn from it.
+_SIZE_BANDS = ((0.08, 0.3), (0.3, 2.5), (2.5, 6.0))
+_SIZE_BAND_CUMULATIVE = np.cumsum((0.15, 0.7, 0.15))
 
 
 def _crop_and_resize(img: Image.Image, rng: np.random.Generator, target_mp: float,
                      max_upscale: float) -> tuple[Image.Image, dict]:
-    """A random crop (50-100 % of the area, a common aspect ratio) resized to about target_mp."""
+    """A random crop (a common aspect ratio) resized to about target_mp.
+
+    The crop keeps 15-100 % of the area (log-uniform), never less than what reaches target_mp
+    within max_upscale and never less than half of a source too small for that: a few large source
+    photos then give many different views -- a patch of foliage, a whole landscape -- so a model
+    learns degradations, not the look of each source."""
     W, H = img.size
     aspect = W / H if rng.random() < 0.35 else _ASPECTS[int(rng.integers(len(_ASPECTS)))]
-    area = rng.uniform(0.5, 1.0) * W * H
+    smallest = min(0.5, max(0.15, target_mp * 1e6 / (max_upscale ** 2 * W * H)))
+    area = math.exp(rng.uniform(math.log(smallest), 0.0)) * W * H
     cw = min(W, math.sqrt(area * aspect))
     ch = min(H, cw / aspect)
     cw = min(cw, ch * aspect)
@@ -45,9 +54,12 @@ def render_original(spec: PhotoSpec, source_img: Image.Image, seed: int,
         target_mp = rng.uniform(BIG_MEGAPIXELS + 0.2, BIG_MEGAPIXELS + 1.5)
         max_upscale = 50.0
     else:
-        # Log-uniform 0.1..3 MP; upscaling capped at 1.25x so a "clean" photo is never a soft
-        # blow-up (the scikit-image photos are only 0.1-0.26 MP).
-        target_mp = math.exp(rng.uniform(math.log(0.1), math.log(3.0)))
+        # Log-uniform within a size band: most photos 0.3-2.5 MP (phone uploads and web photos),
+        # some smaller and some larger, so no one size is what a label looks like. Upscaling is
+        # capped at 1.25x so a "clean" photo is never a soft blow-up (the scikit-image photos are
+        # only 0.1-0.26 MP).
+        band = _SIZE_BANDS[int(np.searchsorted(_SIZE_BAND_CUMULATIVE, rng.random(), side="right"))]
+        target_mp = math.exp(rng.uniform(math.log(band[0]), math.log(band[1])))
         if spec.fmt == "PNG":
             target_mp = min(target_mp, 0.6)  # PNG encodes are slow and huge at several MP
         max_upscale = 1.25
@@ -58,6 +70,7 @@ def render_original(spec: PhotoSpec, source_img: Image.Image, seed: int,
         if w * h < BIG_MEGAPIXELS * 1e6:
             f = math.sqrt(BIG_MEGAPIXELS * 1e6 * 1.02 / (w * h))
             img = img.resize((math.ceil(w * f), math.ceil(h * f)), Image.Resampling.LANCZOS)
+    img, params["look"] = apply_camera_look(img, rng)
     applied = dict(zip(spec.degradations, spec.strengths))
     img, degradation_params = degrade(img, rng, applied, fonts)
     params.update(degradation_params)
