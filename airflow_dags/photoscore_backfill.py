@@ -37,7 +37,8 @@ with DAG(
         if not params["input"]:
             raise AirflowSkipException("no photo roots configured (storage.photo_roots or the `input` "
                                        "param): nothing to backfill")
-        return [["--input", source, "--tables", params["tables"],
+        # --model: the features computed are of the version the model that scores next was trained on.
+        return [["--input", source, "--tables", params["tables"], "--model", params["model"],
                  "--run-prefix", backfill_prefix(run_id, f"features-{index}")]
                 for index, source in enumerate(params["input"])]
 

@@ -38,7 +38,9 @@ ENV_PREFIX = "PHOTOSCORE_"
 # Sections whose `conf` maps hold an engine's own dotted option names (spark.conf, flink.conf).
 ENGINE_CONF = "conf"
 # The ecosystem's own variables, which win over PHOTOSCORE_* (DESIGN.md "Config keys").
-ECOSYSTEM_ENV = {"MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri")}
+ECOSYSTEM_ENV = {"MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+                 "AWS_ENDPOINT_URL": ("storage", "s3", "endpoint_url"),
+                 "AWS_DEFAULT_REGION": ("storage", "s3", "region")}
 # Names documented before the typed config, still honoured.
 LEGACY_ENV = {"PHOTOSCORE_SCORER_THREADS": ("scoring", "threads")}
 

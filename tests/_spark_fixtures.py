@@ -75,6 +75,24 @@ def spark_model_home(tmp_path_factory, corpus_features, corpus_labels):
     return home
 
 
+@pytest.fixture(scope="session")
+def versioned_model_home(tmp_path_factory, versioned_frames) -> tuple[Path, dict[int, int]]:
+    """A PHOTOSCORE_HOME whose `photo_quality` has one version (xgboost, no alias) trained on each
+    feature version: (home, {feature version: model version})."""
+    from models.train import train_and_register
+    from models.trainers import TrainParams
+
+    home = tmp_path_factory.mktemp("versioned_home")
+    config = home_config(home)
+    models = {}
+    for feature_version, (fp, lp) in sorted(versioned_frames.items()):
+        result = train_and_register(fp, lp, "low_quality", "xgboost", "photo_quality", config,
+                                    TrainParams(trees=20, depth=3))
+        assert result.feature_version == feature_version
+        models[feature_version] = result.version
+    return home, models
+
+
 def home_config(home: Path):
     return load_settings(env={"PHOTOSCORE_HOME": str(home)})
 

@@ -3,6 +3,8 @@ four scoring paths agree with each other and with `photoscore score`, kill -9 th
 identities, and a real standalone cluster gives the local results."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from _fake_store import STORE_ENV, FakeStore
 from _spark_fixtures import (home_config, kill_when, last_counts, scores_by_content, standalone_cluster, submit,
                              table_files)
 from jobs.backfill_features import run_feature_backfill
@@ -221,3 +224,55 @@ def test_standalone_cluster_gives_the_local_results(spark, spark_corpus, spark_m
     cluster_scores = dict(zip(cluster_scores["content_sha256"], cluster_scores["score"]))
     assert cluster_scores.keys() == local_scores.keys()
     assert max(abs(cluster_scores[k] - local_scores[k]) for k in local_scores) <= 1e-5
+
+
+def test_a_manifest_reads_only_under_the_roots_and_a_store_outage_fails_the_run(spark_corpus, spark_model_home,
+                                                                               tmp_path, monkeypatch):
+    """A manifest naming what must never be read: each entry quarantined with its reason, the good
+    photos featured, inputs = featured + quarantined. Photos in an object store that is down: the
+    run fails (exit 75), nothing is committed or quarantined; the rerun, the store flaky, retries
+    and features every photo once. The fake store runs in the job's workers (tests/store_faults)."""
+    tests = Path(__file__).resolve().parent
+    store = FakeStore(tmp_path / "s3")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.mkfifo(root / "fifo.jpg")
+    (root / "escape.jpg").symlink_to("/etc/passwd")
+    (root / "dir.jpg").mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"outside")
+    photos = sorted((spark_corpus / "photos").glob("*.jpg"))[:3]
+    in_store = [store.put(f"s3://photos/up/{p.name}", p.read_bytes()) for p in photos]
+    refused = {"/dev/zero": "uri_not_allowed", "/etc/passwd": "uri_not_allowed",
+               "file:///proc/self/environ": "uri_not_allowed", f"{root}/../outside.jpg": "uri_not_allowed",
+               str(root / "escape.jpg"): "uri_not_allowed", "s3://elsewhere/up/a.jpg": "uri_not_allowed",
+               "s3://photos/other/a.jpg": "uri_not_allowed", str(root / "fifo.jpg"): "not_a_regular_file",
+               str(root / "dir.jpg"): "not_a_regular_file", str(root / "gone.jpg"): "unreadable_uri",
+               "s3://photos/up/gone.jpg": "unreadable_uri"}
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text("\n".join([*map(str, photos), *refused, *in_store]) + "\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests / "store_faults"), str(tests), str(tests.parent)]))
+    monkeypatch.setenv(STORE_ENV, str(store.root))
+    monkeypatch.setenv("PHOTOSCORE_STORAGE_PHOTO_ROOTS", json.dumps([str(spark_corpus), str(root), "s3://photos/up/"]))
+    monkeypatch.setenv("PHOTOSCORE_STORAGE_READ_BACKOFF_S", "0")
+    tables = tmp_path / "tables"
+    args = ["--input", str(manifest), "--tables", str(tables)]
+
+    store.set_down("photos")
+    down = submit("backfill_features.py", args, spark_model_home)
+    # (spark-submit runs the Python driver with its stderr merged into stdout)
+    assert down.returncode == 75 and "store is unavailable" in down.stdout, down.stdout[-3000:]
+    assert not table_files(tables), "a run stopped by an outage commits nothing, quarantines nothing"
+    # The object that failed the task was tried storage.read_attempts times, none more (no task retry in local mode).
+    assert max(store.attempts(uri) for uri in in_store) == 4, down.stdout[-3000:]
+
+    store.set_down("photos", False)
+    store.set_flaky("photos", 2)  # each object fails twice more, then reads
+    done = submit("backfill_features.py", args, spark_model_home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = last_counts(done.stdout)
+    quarantine = pd.read_parquet(tables / "quarantine")
+    assert dict(zip(quarantine["source_ref"], quarantine["reason_code"])) == refused
+    assert counts["inputs"] == len(photos) + len(refused) + len(in_store) == counts["featured"] + counts["quarantined"]
+    features = pd.read_parquet(tables / "features")
+    assert len(features) == features["content_sha256"].nunique() == len({content_sha256(p.read_bytes()) for p in photos})
+    assert all(store.attempts(uri) >= 3 for uri in in_store)

@@ -16,7 +16,10 @@ from udfs.schemas import QUARANTINE, frame
 STAGES = ("read", "parse", "decode", "features", "score")
 
 REASON_CODES = {
-    "unreadable_uri": "the photo's URI or path could not be read",
+    "unreadable_uri": "the photo's URI or path could not be read (missing, access denied)",
+    "uri_not_allowed": "the URI is outside the photo roots (storage.photo_roots) or of a scheme photos "
+                       "are never read from; refused before any byte is read",
+    "not_a_regular_file": "the path is a directory, device, FIFO or socket, not a regular file",
     "empty_file": "the file has zero bytes",
     "not_an_image": "the bytes are not an image format we can decode",
     "truncated_image": "the image data ends early or is corrupt",
@@ -24,6 +27,7 @@ REASON_CODES = {
     "dimensions_out_of_range": "width or height is outside the configured limits",
     "unsupported_mode": "the pixel mode cannot be converted to RGB",
     "file_too_large": "the file is larger than the configured byte limit",
+    "message_too_large": "the message is larger than kafka.max_message_bytes; dead-lettered unparsed",
     "malformed_message": "the message is not valid JSON of the expected shape",
     "missing_field": "a required message field is missing or empty",
     "non_finite_feature": "a computed feature is NaN or infinite",

@@ -10,8 +10,10 @@ Every section refuses unknown keys (`extra="forbid"`) and is frozen: components 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +23,8 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 # A consumer's fetch wait in ms, or "auto": the broker kind's own (jobs.broker.fetch_wait_ms).
 FetchWait = Union[Literal["auto"], NonNegativeInt]
+# A feature version (udfs.features.FEATURE_VERSIONS), or "newest": the newest this photoscore computes.
+FeatureVersion = Union[Literal["newest"], PositiveInt]
 
 
 def _engine_value(value: object) -> object:
@@ -41,9 +45,48 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def photo_root(location: str) -> str:
+    """A place photos may be read from: a local directory or file (a path or `file:` URI; relative
+    ones resolve against `home`), or an `s3://bucket/prefix/` prefix, made canonical (ending in
+    "/", so `s3://b/photos` does not allow `s3://b/photos-private/`). ValueError otherwise."""
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower() if "://" in location else ""
+    if scheme in ("", "file"):
+        return location
+    if scheme != "s3":
+        raise ValueError(f"{location!r}: photos are read from local directories and s3://bucket/prefix/ "
+                         f"only, not {scheme}://")
+    if not S3_BUCKET.fullmatch(parts.netloc) or parts.query or parts.fragment:
+        raise ValueError(f"{location!r} is not an s3://bucket/prefix/ location")
+    key = parts.path.strip("/")
+    return f"s3://{parts.netloc}/{key}/" if key else f"s3://{parts.netloc}/"
+
+
+PhotoRoot = Annotated[str, AfterValidator(photo_root)]
+
+
+class S3Settings(Section):
+    """Where `s3://` photos are read from and uploaded to. Credentials are never settings: botocore
+    reads them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
+
+    endpoint_url: str      # "": AWS_ENDPOINT_URL, else AWS itself
+    region: str            # "": AWS_DEFAULT_REGION / the AWS config's
+    embedded_bucket: str   # the local store's bucket (`photoscore s3 up`)
+    embedded_port: Port    # its S3 port on 127.0.0.1; 0: pick a free one once and keep it
+
+
 class StorageSettings(Section):
-    photo_roots: list[str]
+    # Where photos may be read from (udfs/photo_io.py, README "Trust model"), and how.
+    photo_roots: list[PhotoRoot]
+    read_timeout_s: Annotated[float, Field(gt=0)]
+    read_attempts: PositiveInt
+    read_backoff_s: Annotated[float, Field(ge=0)]
+    read_backoff_max_s: Annotated[float, Field(ge=0)]
     tables: str
+    s3: S3Settings
 
 
 class KafkaTopics(Section):
@@ -60,6 +103,7 @@ class KafkaSettings(Section):
     embedded_mode: Literal["durable", "ephemeral"]
     embedded_port: Port
     fetch_max_wait_ms: FetchWait
+    max_message_bytes: PositiveInt  # an upload message over this is dead-lettered unparsed
 
 
 class MlflowSettings(Section):
@@ -101,11 +145,18 @@ class FlinkSettings(Section):
 
 
 class FeaturesSettings(Section):
-    version: Literal[1]
+    version: FeatureVersion
     max_pixels: PositiveInt
     max_side: PositiveInt
     min_side: PositiveInt
     max_file_bytes: PositiveInt
+
+    def feature_version(self) -> int:
+        """The feature version `version` names (PhotoscoreError when this photoscore does not
+        compute it). Checked here, not at load: the check imports the extractor (OpenCV)."""
+        from udfs.features import FEATURE_VERSION, feature_set
+
+        return FEATURE_VERSION if self.version == "newest" else feature_set(self.version).version
 
     def limits(self):
         """These limits as the extractor's `DecodeLimits`."""

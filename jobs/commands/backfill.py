@@ -31,7 +31,8 @@ def job_arguments(args) -> list[str]:
     """The parsed flags back as the job's command-line flags (both jobs take the same ones)."""
     out: list[str] = []
     for flag, dest in (("--input", "input"), ("--glob", "glob"), ("--input-kind", "input_kind"),
-                       ("--model", "model"), ("--format", "export_format"), ("--tables", "tables")):
+                       ("--model", "model"), ("--format", "export_format"), ("--tables", "tables"),
+                       ("--feature-version", "feature_version")):
         value = getattr(args, dest, None)
         if value is not None:
             out += [flag, str(value)]
