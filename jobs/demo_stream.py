@@ -1,5 +1,7 @@
-"""The streaming part of `make demo`: broker, topics, the job, uploads, scores and DLQ entries
-arriving, a challenger promoted and the version change seen in the running job, clean stop.
+"""The streaming part of `make demo`: broker, topics, the local S3 photo store, the job, uploads
+(copied into the store and announced by their s3:// URIs, as an uploading service does), scores and
+DLQ entries arriving, a challenger promoted and the version change seen in the running job, clean
+stop.
 
 `run_stream_demo(settings, corpus_dir)` expects a registered champion (the demo's earlier steps
 train and promote one) and, for the swap, a second version it can promote; without one it
@@ -7,7 +9,9 @@ says so and skips that step.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -36,24 +40,50 @@ def _wait_records(settings, bootstrap: str, refs: set[str], timeout_s: float) ->
     return ([s for s in got["scores"] if s["upload_ref"] in refs], [d for d in got["dlq"] if d["source_ref"] in refs])
 
 
-def _send(bootstrap: str, topic: str, paths: list[Path], tag: str) -> list[str]:
+def _send(bootstrap: str, topic: str, paths: list[Path], uris: list[str], tag: str) -> list[str]:
     from jobs.topic_io import upload_files
 
-    return upload_files(bootstrap, topic, paths, photo_ids=[f"{tag}{p.name}" for p in paths])
+    return upload_files(bootstrap, topic, paths, photo_ids=[f"{tag}{p.name}" for p in paths], uris=uris)
+
+
+@contextlib.contextmanager
+def _s3_store(settings):
+    """The local S3 photo store, its client variables in this process' environment (the job and
+    its workers inherit them) and its demo prefix among the photo roots; always stopped."""
+    from jobs.s3_store import client_env, start_s3_store, stop_s3_store
+
+    saved = dict(os.environ)
+    try:
+        state = start_s3_store(settings)
+        os.environ.update(client_env(settings))
+        prefix = f"s3://{state['bucket']}/demo/"
+        _say(f"S3 photo store up: {state['endpoint']}, photos under {prefix} (`photoscore s3 status` prints its variables)")
+        s3 = {**settings.storage.s3.model_dump(), "endpoint_url": state["endpoint"], "region": state["region"]}
+        yield settings.updated(storage={"s3": s3, "photo_roots": [*settings.storage.photo_roots, prefix]}), prefix
+    finally:
+        stop_s3_store(settings)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) -> dict:
     """Run the stream demo on `corpus_dir` (photos/ and broken/); returns the figures it showed.
 
-    Starts and always stops the embedded broker (unless kafka.bootstrap points elsewhere) and the job.
+    Starts and always stops the embedded broker (unless kafka.bootstrap points elsewhere), the local
+    S3 photo store and the job.
     """
+    with _s3_store(settings) as (settings, prefix):
+        return _run(settings, Path(corpus_dir), prefix, timeout_s)
+
+
+def _run(settings, corpus_dir: Path, prefix: str, timeout_s: float) -> dict:
     from jobs.broker import external_bootstrap, start_broker, stop_broker
     from jobs.kafka_admin import configure_topics, topic_specs
+    from jobs.photo_upload import copy_to_store, object_uris
     from jobs.stream_supervisor import start_stream, stop_stream
     from jobs.supervise import WaitTimeout, wait_until
     from models.registry import client, list_versions, promote
 
-    corpus_dir = Path(corpus_dir)
     name, alias = settings.mlflow.model_name, settings.mlflow.alias
     summary: dict = {}
     try:
@@ -73,9 +103,13 @@ def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) 
         topic = settings.kafka.topics.uploaded
         photos = sorted((corpus_dir / "photos").glob("*"))
         broken = sorted((corpus_dir / "broken").glob("*"))
+        files = photos + broken
+        uris = object_uris([str(p) for p in files], [str(corpus_dir)], prefix)
+        copy_to_store([str(p) for p in files], uris, settings.storage)
+        _say(f"copied {len(files)} photos into the local S3 store under {prefix}")
         t0 = time.time()
-        refs = _send(bootstrap, topic, photos + broken, "demo-")
-        _say(f"uploaded {len(refs)} photos ({len(broken)} of them broken)")
+        refs = _send(bootstrap, topic, files, uris, "demo-")
+        _say(f"announced {len(refs)} s3:// uploads ({len(broken)} of them broken)")
         scores, dlq = _wait_records(settings, bootstrap, set(refs), timeout_s)
         _say(f"{len(scores)} scores and {len(dlq)} DLQ records in {time.time() - t0:.1f} s; a few scores:")
         for s in scores[:5]:
@@ -96,7 +130,7 @@ def run_stream_demo(settings, corpus_dir: Path | str, timeout_s: float = 300.0) 
         _say(f"promoted version {challenger} to @{alias} (was {champion}); uploading again ...")
 
         def scored_by_challenger() -> list[dict]:
-            again = _send(bootstrap, topic, photos[:5], f"swap{int(time.time())}-")
+            again = _send(bootstrap, topic, photos[:5], uris[:5], f"swap{int(time.time())}-")
             got, _ = _wait_records(settings, bootstrap, set(again), 60)
             return [s for s in got if s["model_version"] == challenger]
 

@@ -43,40 +43,44 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0, limit: int = 0, 
         consumer.close()
 
 
-def file_upload(photo_id: str, path: Path | str, inline: bool = False) -> bytes:
-    """The upload message of one photo file: its file:// uri (or its bytes inline) and the sha256 of
-    its bytes. The claimed hash lets the stream job key the photo by content in the JVM, before any
-    Python step (the job verifies it against the bytes it reads)."""
+def file_upload(photo_id: str, path: Path | str, inline: bool = False, uri: str | None = None) -> bytes:
+    """The upload message of one photo file: its file:// uri, or `uri` where it was copied to (an
+    `s3://` one), or its bytes inline; and the sha256 of its bytes. The claimed hash lets the stream
+    job key the photo by content in the JVM, before any Python step (the job verifies it against
+    the bytes it reads)."""
     from udfs.features import content_sha256
     from udfs.messages import encode_upload
 
     data = Path(path).read_bytes()
-    uri = None if inline else Path(path).absolute().as_uri()
+    uri = None if inline else uri or Path(path).absolute().as_uri()
     return encode_upload(photo_id, uri, content_sha256=content_sha256(data), inline=data if inline else None)
 
 
 def upload_files(bootstrap: str, topic: str, paths: list[str] | list[Path], rate: float = 0.0, limit: int = 0,
-                 inline: bool = False, timeout_s: float = 600.0, photo_ids: list[str] | None = None) -> list[str]:
+                 inline: bool = False, timeout_s: float = 600.0, photo_ids: list[str] | None = None,
+                 uris: list[str] | None = None) -> list[str]:
     """Publish one upload per file (paced at `rate`/s, bounded by `limit` and `timeout_s`; photo_id
-    the path unless `photo_ids` name them); returns the acknowledged records' `topic/partition/offset`
-    refs, in sending order."""
+    the path unless `photo_ids` name them; the message's uri the file's own unless `uris` say where
+    each was copied); returns the acknowledged records' `topic/partition/offset` refs, in sending
+    order."""
     from kafka import KafkaProducer
 
     paths = paths[:limit] if limit else paths
     ids = photo_ids or [str(p) for p in paths]
+    where = uris or [None] * len(paths)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_block_ms=15000,
                              client_id="photoscore-upload")
     start = time.monotonic()
     futures = []
     try:
-        for i, (path, pid) in enumerate(zip(paths, ids)):
+        for i, (path, pid, uri) in enumerate(zip(paths, ids, where)):
             if rate > 0:
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
             if time.monotonic() - start > timeout_s:
                 break
-            futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, path, inline)))
+            futures.append(producer.send(topic, key=pid.encode(), value=file_upload(pid, path, inline, uri)))
         producer.flush(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
         refs = []
         for f in futures:

@@ -13,7 +13,7 @@ from udfs.features import extract_batch
 
 # tests/ is on sys.path (rootdir-relative conftest, no __init__.py), so the helper modules are
 # top-level modules: the same module objects the test modules import their helpers from.
-pytest_plugins = ["_models_fixtures", "_spark_fixtures", "_stream_fixtures"]
+pytest_plugins = ["_models_fixtures", "_photo_fixtures", "_s3_fixtures", "_spark_fixtures", "_stream_fixtures"]
 
 CORPUS_N = 72
 CORPUS_SEED = 11
