@@ -208,6 +208,7 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
     commit = Commit(run_id)
     # model_name and model_version are the partition's directory names, not file columns.
     score_rows = conform(scored.where("ok"), file_layout("scores"), export_format=F.lit(export_format),
+                         role=F.lit("served"),
                          feature_version=F.lit(schema.feature_version), source=F.lit("batch"),
                          from_cache=F.lit(False))
     quarantine_files = file_layout("quarantine")

@@ -62,7 +62,7 @@ def test_bad_messages_are_parse_records_with_reason(raw, code, photo_id):
 def test_score_record_encoding_keeps_identity_and_types():
     row = {"photo_id": "p", "content_sha256": SHA, "model_name": "m", "model_version": 3,
            "export_format": "onnx", "score": 0.1234567890123, "feature_version": 1,
-           "scored_at_ms": 99, "source": "stream", "from_cache": False}
+           "scored_at_ms": 99, "source": "stream", "from_cache": False, "role": "shadow"}
     out = decode_record(encode_score(row, uploaded_at_ms=50, upload_ref=REF))
     assert out == {**row, "uploaded_at_ms": 50, "upload_ref": REF}
     assert out["score"] == row["score"]  # JSON floats round-trip exactly

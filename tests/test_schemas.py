@@ -34,7 +34,7 @@ FILES_BEFORE = {
     "quarantine": ("struct<source_ref:string,photo_id:string,stage:string,reason_code:string,detail:string,"
                    "seen_at_ms:bigint,content_sha256:string,feature_version:int>"),
     "scores": ("struct<photo_id:string,content_sha256:string,export_format:string,score:double,"
-               "feature_version:int,scored_at_ms:bigint,source:string,from_cache:boolean>"),
+               "feature_version:int,scored_at_ms:bigint,source:string,from_cache:boolean,role:string>"),
 }
 
 
@@ -131,10 +131,11 @@ def test_frame_gives_columns_order_and_dtypes_and_refuses_a_missing_column():
 def test_json_record_converts_numpy_values_and_refuses_a_missing_field():
     row = {"photo_id": np.str_("p"), "content_sha256": "c", "model_name": "m", "model_version": np.int64(2),
            "export_format": "onnx", "score": np.float32(0.5), "feature_version": np.int32(1),
-           "scored_at_ms": np.int64(7), "source": "batch", "from_cache": np.bool_(False)}
+           "scored_at_ms": np.int64(7), "source": "batch", "from_cache": np.bool_(False),
+           "role": np.str_("served")}
     out = json_record(SCORE, row)
     assert json.loads(json.dumps(out)) == out
-    assert [type(v) for v in out.values()] == [str, str, str, int, str, float, int, int, str, bool]
+    assert [type(v) for v in out.values()] == [str, str, str, int, str, float, int, int, str, bool, str]
     assert json_record(QUARANTINE, {**dict.fromkeys(QUARANTINE.names, "x"), "photo_id": None,
                                     "seen_at_ms": 1})["photo_id"] is None
     with pytest.raises(ValueError, match="lacks"):
@@ -142,12 +143,12 @@ def test_json_record_converts_numpy_values_and_refuses_a_missing_field():
 
 
 def test_a_new_field_is_one_line_and_reaches_every_derivation():
-    """DESIGN.md's operations half adds `role` to score rows: one field in the layout, and pandas,
-    Spark and JSON all carry it (producers that do not set it fail loudly)."""
-    with_role = pa.schema([*SCORE, ("role", pa.string())])
-    row = {**dict.fromkeys(SCORE.names, 1), "role": "shadow"}
-    assert list(frame(with_role, {k: [v] for k, v in row.items()}).columns)[-1] == "role"
-    assert spark_schema(with_role).fieldNames()[-1] == "role"
-    assert json_record(with_role, row)["role"] == "shadow"
-    with pytest.raises(ValueError, match="role"):
-        json_record(with_role, dict.fromkeys(SCORE.names, 1))
+    """A field added to score rows (as `role` was, for rollouts) is one field in the layout, and
+    pandas, Spark and JSON all carry it (producers that do not set it fail loudly)."""
+    with_arm = pa.schema([*SCORE, ("arm", pa.string())])
+    row = {**dict.fromkeys(SCORE.names, 1), "arm": "canary"}
+    assert list(frame(with_arm, {k: [v] for k, v in row.items()}).columns)[-1] == "arm"
+    assert spark_schema(with_arm).fieldNames()[-1] == "arm"
+    assert json_record(with_arm, row)["arm"] == "canary"
+    with pytest.raises(ValueError, match="arm"):
+        json_record(with_arm, dict.fromkeys(SCORE.names, 1))

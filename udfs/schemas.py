@@ -19,7 +19,10 @@ import pandas as pd
 import pyarrow as pa
 
 # One score of one content by one model version in one export format: the score table's row
-# (partitioned by model_name / model_version), the local `photoscore score` file and photos.scores.
+# (partitioned by model_name / model_version), the local `photoscore score` file, photos.scores
+# (role served) and photos.scores.shadow (role shadow). `role` says what the score is for
+# (udfs/rollout.py): `served` is what consumers read; `shadow` is a rollout's other model on the
+# same content, kept for comparison and never served.
 SCORE = pa.schema([
     ("photo_id", pa.string()),
     ("content_sha256", pa.string()),
@@ -31,6 +34,8 @@ SCORE = pa.schema([
     ("scored_at_ms", pa.int64()),
     ("source", pa.string()),          # "batch" | "stream"
     ("from_cache", pa.bool_()),
+    # Last, so files written before it keep their layout and read it as null: they were all served.
+    ("role", pa.string()),            # "served" | "shadow"
 ])
 
 # One input that could not be processed (udfs.quarantine.QuarantineRecord): photos.dlq and the

@@ -47,7 +47,7 @@ def score_isolating_failures(scorer, X: np.ndarray) -> tuple[np.ndarray, list[st
 
 
 def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_name: str,
-                model_version: int, source_ref: str, source: str = "batch") -> ScoredBatch:
+                model_version: int, source_ref: str, source: str = "batch", role: str = "served") -> ScoredBatch:
     """Score rows of a features table (udfs.schemas.SCORE rows); refuse nothing silently.
 
     Rows with NaN/inf features are quarantined as `non_finite_feature`, rows the scorer fails on
@@ -97,6 +97,7 @@ def score_frame(features: pd.DataFrame, scorer, schema: FeatureSchema, model_nam
         "model_name": model_name,
         "model_version": model_version,
         "export_format": scorer.format,
+        "role": role,
         "score": scores[ok],
         "feature_version": schema.feature_version,
         "scored_at_ms": seen,

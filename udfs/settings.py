@@ -92,6 +92,7 @@ class StorageSettings(Section):
 class KafkaTopics(Section):
     uploaded: str
     scores: str
+    scores_shadow: str
     dlq: str
 
 
@@ -166,12 +167,31 @@ class FeaturesSettings(Section):
                             max_file_bytes=self.max_file_bytes)
 
 
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
 class ScoringSettings(Section):
     format: str
     threads: PositiveInt
+    models: list[str]      # registered models scored per photo from one feature pass; []: mlflow.model_name
+
+    def model_names(self, mlflow: MlflowSettings) -> list[str]:
+        """The registered models to score, in order (the configured list, else the default model)."""
+        return list(dict.fromkeys(self.models)) or [mlflow.model_name]
 
 
-Share = Annotated[float, Field(ge=0, le=1)]
+class RolloutSettings(Section):
+    """Thresholds of `photoscore compare` and of the stream's canary guardrail (udfs/comparison.py)."""
+
+    decision_threshold: Share        # a score at or above it is a "low quality" decision
+    min_pairs: PositiveInt           # fewer champion/challenger pairs than this: not enough evidence
+    max_mean_abs_delta: Share
+    min_rank_correlation: Annotated[float, Field(ge=-1, le=1)]
+    max_flip_share: Share            # pairs whose decision differs
+    max_psi: Annotated[float, Field(ge=0)]   # score distributions' population stability index
+    max_error_rate: Share            # challenger score failures per content it tried
+    max_latency_p99_ms: Annotated[float, Field(gt=0)]  # the stream's challenger p99 (compare --stream)
+    guardrail_window: PositiveInt    # the stream's sliding window of canary pairs per model
 
 
 class AirflowSettings(Section):
@@ -211,6 +231,7 @@ class Settings(BaseSettings):
     flink: FlinkSettings
     features: FeaturesSettings
     scoring: ScoringSettings
+    rollout: RolloutSettings
     airflow: AirflowSettings
 
     @classmethod

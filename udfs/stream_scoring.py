@@ -240,10 +240,10 @@ class Outcome:
 
 
 def score_row(model: LoadedModel, photo_id: str, content_sha256: str, score: float, feature_version: int,
-              scored_at_ms: int, from_cache: bool) -> dict:
+              scored_at_ms: int, from_cache: bool, role: str = "served") -> dict:
     """A stream score row (udfs.schemas.SCORE) by `model`."""
     return {"photo_id": photo_id, "content_sha256": content_sha256, "model_name": model.name,
-            "model_version": model.version, "export_format": model.export_format, "score": score,
+            "model_version": model.version, "export_format": model.export_format, "role": role, "score": score,
             "feature_version": feature_version, "scored_at_ms": scored_at_ms, "source": "stream",
             "from_cache": from_cache}
 
