@@ -24,7 +24,9 @@ from udfs.messages import encode_upload
 from udfs.schemas import FEATURE_KEYS
 from udfs.scoring import score_frame
 from udfs.spark_udfs import FEATURE_TABLE, TABLE_FEATURE_NAMES
-from udfs.stream_scoring import SCORES, ModelHolder, load_model, process_message, score_features, upload_intake
+from udfs.rollout import RolloutPlan
+from udfs.stream_models import RolloutHolder, load_model
+from udfs.stream_scoring import SCORES, process_message, score_features, upload_intake
 
 OLD, NEW = FEATURE_VERSIONS[0], FEATURE_VERSIONS[-1]
 LIMITS = DecodeLimits()
@@ -71,7 +73,8 @@ def test_the_stream_computes_the_version_of_the_model_it_serves_and_follows_the_
     # Registry version 1 was trained on the old features, version 2 on the new ones.
     registry = {1: bundles[OLD], 2: bundles[NEW]}
     alias = {"version": 1}
-    holder = ModelHolder(lambda: alias["version"], lambda v: ("m", v, registry[v]), "native", poll_interval_s=0.0)
+    holder = RolloutHolder("m", lambda: RolloutPlan("m", alias["version"]), lambda v: ("m", v, registry[v]), "native",
+                           poll_interval_s=0.0)
     cache: dict = {}
     intake = upload_intake(load_settings())  # inline photos: nothing is read from a store
 
@@ -90,7 +93,7 @@ def test_the_stream_computes_the_version_of_the_model_it_serves_and_follows_the_
     # The new model's version was never computed for this content: decoded once more, at NEW.
     assert swapped.decoded and r2["feature_version"] == NEW and r2["model_version"] == 2
     assert r2["score"] == _expected_score(bundles[NEW], path, NEW)
-    assert set(cache[r1["content_sha256"]]) == {OLD, NEW}
+    assert set(cache[r1["content_sha256"]].features) == {OLD, NEW}
     again, r3 = upload(2)
     assert not again.decoded and r3["from_cache"] and r3["score"] == r2["score"]
     alias["version"] = 1

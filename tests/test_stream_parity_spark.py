@@ -54,6 +54,6 @@ def test_spark_backfill_and_stream_agree_exactly(spark, spark_corpus, versioned_
         rec = json.loads(payload)
         assert kind == SCORES and rec["feature_version"] == feature_version, rec
         assert rec["score"] == batch_scores[rec["content_sha256"]], path
-        np.testing.assert_array_equal(np.asarray(cache[rec["content_sha256"]][feature_version].values, np.float32),
+        np.testing.assert_array_equal(np.asarray(cache[rec["content_sha256"]].features[feature_version].values, np.float32),
                                       batch_features[rec["content_sha256"]])
     assert set(cache) == set(batch_scores)

@@ -17,8 +17,9 @@ from udfs.features import FEATURE_NAMES, FEATURE_VERSION
 from udfs.messages import encode_upload
 from udfs.formats import load_scorer
 from udfs.errors import TransientReadError
-from udfs.stream_scoring import (DLQ, SCORES, ModelHolder, load_model, prepare, process_keyed, process_message,
-                                 upload_intake)
+from udfs.rollout import RolloutPlan
+from udfs.stream_models import RolloutHolder, ServingSet, load_model
+from udfs.stream_scoring import DLQ, SCORES, prepare, process_keyed, process_message, upload_intake
 
 LIMITS = DecodeLimits()
 
@@ -55,7 +56,7 @@ def test_stream_features_and_scores_equal_batch(corpus_dir, corpus_features, xgb
         assert rec["score"] == by_sha[rec["content_sha256"]]
         row = feats.loc[rec["content_sha256"]]
         row = row.iloc[0] if row.ndim == 2 else row
-        np.testing.assert_array_equal(np.asarray(out.cache[FEATURE_VERSION].values, np.float32),
+        np.testing.assert_array_equal(np.asarray(out.cache.features[FEATURE_VERSION].values, np.float32),
                                       row[list(FEATURE_NAMES)].to_numpy(np.float32))
 
 
@@ -76,7 +77,7 @@ def test_duplicate_content_is_not_decoded_again_and_swap_rescores_from_cached_fe
     r3 = json.loads(swapped.records[0][1])
     assert not swapped.decoded and r3["from_cache"] is False
     assert (r3["model_version"], r3["export_format"]) == (2, "onnx")
-    X = np.asarray([cache[r1["content_sha256"]][FEATURE_VERSION].values], np.float32)
+    X = np.asarray([cache[r1["content_sha256"]].features[FEATURE_VERSION].values], np.float32)
     assert r3["score"] == float(load_scorer(logreg.bundle_dir, "onnx").score(X)[0])
 
 
@@ -86,8 +87,9 @@ def test_a_wrong_content_claim_is_scored_from_its_bytes_and_never_cached(corpus_
     model = load_model("m", 1, xgb.bundle_dir, "native")
     photo_a, _ = prepare(encode_upload("a", Path(a).as_uri(), 1), "t/0/0", LIMITS, intake)
     photo_b, _ = prepare(encode_upload("b", Path(b).as_uri(), 1), "t/0/1", LIMITS, intake)
+    model = [ServingSet.alone(model)]
     honest = process_keyed(photo_b, photo_b.content_sha256, model, None, LIMITS)
-    assert honest.decoded and honest.cache[FEATURE_VERSION].content_sha256 == photo_b.content_sha256
+    assert honest.decoded and honest.cache.features[FEATURE_VERSION].content_sha256 == photo_b.content_sha256
     # A's bytes routed under B's key (a lying claim): B's entry is neither used nor replaced.
     liar = process_keyed(photo_a, photo_b.content_sha256, model, honest.cache, LIMITS)
     rec = json.loads(liar.records[0][1])
@@ -155,25 +157,34 @@ def test_an_unreachable_store_raises_and_is_never_dead_lettered(xgb, fake_store)
     assert fake_store.attempts("s3://uploads/a.jpg") == 2
 
 
-def test_model_holder_swaps_only_when_the_alias_moves_and_survives_registry_errors(xgb, logreg):
+def test_rollout_holder_follows_the_plan_reuses_loaded_versions_and_survives_registry_errors(xgb, logreg):
     bundles = {1: xgb.bundle_dir, 2: logreg.bundle_dir}
-    state = {"version": 1, "fail": False, "resolves": 0}
+    state = {"plan": RolloutPlan("m", 1), "fail": False, "resolves": 0}
 
-    def probe():
+    def read_plan():
         if state["fail"]:
             raise ConnectionError("registry down")
-        return state["version"]
+        return state["plan"]
 
     def resolve(v):
         state["resolves"] += 1
         return "m", v, bundles[v]
 
-    holder = ModelHolder(probe, resolve, "native", poll_interval_s=0.0)
+    holder = RolloutHolder("m", read_plan, resolve, "native", poll_interval_s=0.0)
     assert holder.current() is None
     first = holder.refresh()
-    assert first.version == 1 and holder.refresh() is first and state["resolves"] == 1
+    assert set(first.models) == {1} and holder.refresh() is first and state["resolves"] == 1
     state["fail"] = True
     assert holder.refresh() is first and "registry down" in holder.last_error
-    state.update(fail=False, version=2)
+    # A rollout of v2: v1 stays loaded (the same object), v2 is loaded once.
+    state.update(fail=False, plan=RolloutPlan("m", 1, 2, shadow_percent=50, salt="s"))
     second = holder.refresh()
-    assert second.version == 2 and second is not first and holder.swaps == 1 and holder.last_error is None
+    assert set(second.models) == {1, 2} and second.models[1] is first.models[1] and state["resolves"] == 2
+    assert second.plan is state["plan"] and holder.swaps == 1 and holder.last_error is None
+    # The canary grows: same versions, a new plan, nothing loaded again.
+    state["plan"] = RolloutPlan("m", 1, 2, shadow_percent=50, canary_percent=30, salt="s")
+    third = holder.refresh()
+    assert third.plan.canary_percent == 30 and third.models == second.models and state["resolves"] == 2
+    # Rolled back to v2 alone: v1 leaves the set.
+    state["plan"] = RolloutPlan("m", 2)
+    assert set(holder.refresh().models) == {2} and state["resolves"] == 2

@@ -1,6 +1,7 @@
 """The stream's work as pure functions the Flink operators call (and tests and the bench call
-directly): upload -> bytes -> features -> score, with a per-content cache entry and a model holder
-that swaps versions atomically.
+directly): upload -> bytes -> features (once per feature version) -> a score by every model, each
+by its rollout plan (served, shadow), with a per-content cache. The models and their holders are
+in udfs/stream_models.py, the canary guardrail in udfs/guardrail.py.
 
 Nothing here knows about Flink: `jobs/stream_score.py` only wires these into operators, so the
 in-process loop of `bench/stream.py` and the job run the same code, and the features and scores
@@ -9,24 +10,27 @@ are those of the batch path (`udfs.features.extract_features`, `udfs.scoring.sco
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 
 from udfs.decode import DecodeLimits, PhotoRejected
 from udfs.errors import PhotoscoreError
-from udfs.features import FeatureRow, content_sha256, extract_features, feature_set
+from udfs.features import FeatureRow, content_sha256, extract_features
+from udfs.guardrail import Pair
 from udfs.messages import Upload, encode_dlq, encode_score, parse_upload
 from udfs.photo_io import PhotoReader, photo_reader
 from udfs.quarantine import QuarantineRecord, now_ms
+from udfs.rollout import assignments
+from udfs.stream_models import LoadedModel, ServingSet
 
 log = logging.getLogger(__name__)
 
-SCORES, DLQ = "scores", "dlq"
+# Output kinds: served scores (kafka.topics.scores), a rollout's shadow scores and shadow failures
+# (kafka.topics.scores_shadow), dead letters (kafka.topics.dlq).
+SCORES, SHADOW, DLQ = "scores", "shadow", "dlq"
 
 
 # ---------------------------------------------------------------- parse + read
@@ -84,159 +88,45 @@ def prepare(raw: bytes | str | None, ref: str, limits: DecodeLimits,
     return PreparedPhoto(ref, upload.photo_id, upload.uploaded_at_ms, content_sha256(data), data), upload.uploaded_at_ms
 
 
-# ---------------------------------------------------------------- models
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One loaded export of one model version; immutable, so swapping the reference is atomic."""
-
-    name: str
-    version: int
-    export_format: str
-    scorer: object
-    schema: object  # udfs.bundle.FeatureSchema
-    columns: tuple = ()  # positions of schema.names in its feature version's names
-
-    @property
-    def feature_version(self) -> int:
-        """The feature version the model was trained on: the one the stream computes for it."""
-        return self.schema.feature_version
-
-    @property
-    def identity(self) -> tuple[str, int, str]:
-        return (self.name, self.version, self.export_format)
-
-
-def load_model(name: str, version: int, bundle_dir: Path, export_format: str, threads: int = 1) -> LoadedModel:
-    """Load (checksums verified) one export of a resolved bundle, with the positions of its
-    features in the rows of the feature version it was trained on (which this photoscore must
-    compute: a PhotoscoreError otherwise)."""
-    from udfs.bundle import read_feature_schema
-    from udfs.formats import load_scorer
-
-    scorer = load_scorer(bundle_dir, export_format, threads=threads)
-    schema = read_feature_schema(bundle_dir)
-    names = feature_set(schema.feature_version).names
-    unknown = [n for n in schema.names if n not in names]
-    if unknown:
-        raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
-                              f"feature version {schema.feature_version} does not compute")
-    return LoadedModel(name, int(version), scorer.format, scorer, schema,  # the id, not an old alias
-                       tuple(names.index(n) for n in schema.names))
-
-
-class ModelHolder:
-    """The current champion, re-resolved every `poll_interval_s` in a background thread.
-
-    `probe()` is a cheap "which version does the alias point at now" call; only when it answers
-    a different version is `resolve(version)` (download + checksum verification) and the load
-    done, off the scoring thread. The swap is one reference assignment, so a batch scored with
-    `current()` is scored by exactly one version, and the next batch by the new one.
-    """
-
-    def __init__(self, probe: Callable[[], int], resolve: Callable[[int], tuple[str, int, Path]],
-                 export_format: str, poll_interval_s: float = 5.0, threads: int = 1):
-        self._probe, self._resolve = probe, resolve
-        self.export_format = export_format
-        self.threads = threads
-        self.poll_interval_s = float(poll_interval_s)
-        self._model: Optional[LoadedModel] = None
-        self._last_poll = 0.0
-        self._polling = threading.Lock()
-        self.last_error: Optional[str] = None
-        self.swaps = 0
-
-    def current(self) -> Optional[LoadedModel]:
-        """The model to score the next batch with (None until one could be loaded)."""
-        return self._model
-
-    def refresh(self) -> Optional[LoadedModel]:
-        """Probe the alias now and swap when it moved; errors keep the current model (and are kept
-        in `last_error`), so a registry outage never stops scoring."""
-        if not self._polling.acquire(blocking=False):
-            return self._model  # another poll is running
-        try:
-            self._last_poll = time.monotonic()
-            version = int(self._probe())
-            if self._model is None or version != self._model.version:
-                name, resolved, bundle_dir = self._resolve(version)
-                model = load_model(name, resolved, bundle_dir, self.export_format, self.threads)
-                previous, self._model = self._model, model
-                self.swaps += previous is not None
-                log.info("model %s version %s (%s) now scores (was %s)", name, resolved,
-                         self.export_format, previous.version if previous else None)
-            self.last_error = None
-        except Exception as exc:  # noqa: BLE001 - keep scoring with what we have
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("model poll failed (keeping version %s): %s",
-                        self._model.version if self._model else None, self.last_error)
-        finally:
-            self._polling.release()
-        return self._model
-
-    def maybe_refresh(self) -> None:
-        """Start a background poll when the interval has elapsed (never blocks scoring)."""
-        if time.monotonic() - self._last_poll >= self.poll_interval_s and not self._polling.locked():
-            self._last_poll = time.monotonic()
-            threading.Thread(target=self.refresh, name="model-poll", daemon=True).start()
-
-
-def registry_holder(settings) -> ModelHolder:
-    """A ModelHolder on the configured MLflow alias (`mlflow.model_name`@`mlflow.alias`), scoring with
-    `scoring.format` and polling the alias every `flink.model_poll_interval_ms`.
-
-    The probe is one registry call (`get_model_version_by_alias`); resolution goes through
-    `models.registry.resolve_bundle` by version number, which downloads once and verifies checksums.
-    Both need only mlflow-skinny and a tracking URI the process can reach (an HTTP server for a
-    Flink worker; see docs/streaming.md).
-    """
-    from models.registry import client, resolve_bundle
-
-    name, alias = settings.mlflow.model_name, settings.mlflow.alias
-
-    def probe() -> int:
-        return int(client(settings).get_model_version_by_alias(name, alias).version)
-
-    def resolve(version: int):
-        return resolve_bundle(f"models:/{name}/{version}", settings)
-
-    return ModelHolder(probe, resolve, settings.scoring.format, settings.flink.model_poll_interval_ms / 1000.0,
-                       settings.scoring.threads)
-
-
 # ---------------------------------------------------------------- features + score with a cache
 
+
 @dataclass(frozen=True)
-class CacheEntry:
-    """What the keyed state remembers per content: its features and the last score made from them."""
+class Features:
+    """A content's feature vector of one feature version, as the keyed state keeps it."""
 
     content_sha256: str
     feature_version: int
     values: tuple           # float32 feature values as Python floats (state is pickled)
     fmt: str
     dhash: int
-    model: Optional[tuple]  # (name, version, export_format) of `score`
-    score: Optional[float]
 
     def row(self, photo_id: str) -> FeatureRow:
         return FeatureRow(photo_id, self.content_sha256, self.fmt, self.dhash,
                           np.asarray(self.values, dtype=np.float32), self.feature_version)
 
 
-# What the cache holds per content: its entry of each feature version computed (a model of one
-# version never scores another's features, and an alias that moves between models of two versions
-# finds both cached). The stream's keyed state value: the cache is keyed by (content, version).
-ContentCache = dict[int, CacheEntry]
+@dataclass(frozen=True)
+class ContentCache:
+    """What the keyed state remembers per content: its features per feature version computed (a
+    model of one version never scores another's features; a plan that moves between models of two
+    versions finds both) and each model identity's score (several models, and a rollout's champion
+    and challenger, score one content)."""
+
+    features: dict = field(default_factory=dict)   # feature version -> Features
+    scores: dict = field(default_factory=dict)     # (name, version, export_format) -> score
 
 
 @dataclass
 class Outcome:
-    """One prepared photo's result: records to emit as (kind, JSON) and the content's new cache
-    value (None: leave it as it was)."""
+    """One prepared photo's result: records to emit as (kind, JSON), the content's new cache value
+    (None: leave it as it was), the feature versions decoded for it, and the champion/challenger
+    pairs it gave the canary guardrails."""
 
     records: list
     cache: Optional[ContentCache]
-    decoded: bool
+    decoded: tuple = ()
+    pairs: list = field(default_factory=list)
 
 
 def score_row(model: LoadedModel, photo_id: str, content_sha256: str, score: float, feature_version: int,
@@ -273,61 +163,166 @@ def score_features(model: LoadedModel, row: FeatureRow, ref: str) -> dict | Quar
     return score_row(model, row.photo_id, row.content_sha256, float(scores[0]), row.feature_version, seen, False)
 
 
-def process_photo(photo: PreparedPhoto, model: Optional[LoadedModel], cached: Optional[ContentCache],
-                  limits: DecodeLimits) -> Outcome:
-    """Features of the model's feature version (decoded, or from the content's cache) and a score
-    (from the cache when this content was already scored by this very model version and format:
-    `from_cache=True`)."""
-    if model is None:
-        rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "unknown_model",
-                               "no model version could be loaded yet (see the job log)", now_ms())
-        return Outcome([(DLQ, encode_dlq(rec, photo.uploaded_at_ms))], None, False)
-    version = model.feature_version
-    entries = cached or {}
-    cached = entries.get(version)
-    if cached is not None:
-        if cached.model == model.identity and cached.score is not None:
-            row = score_row(model, photo.photo_id, photo.content_sha256, cached.score, cached.feature_version,
-                            now_ms(), True)
-            return Outcome([(SCORES, encode_score(row, photo.uploaded_at_ms, photo.ref))], entries, False)
-        feature_row, decoded = cached.row(photo.photo_id), False
-    else:
-        result = extract_features(photo.data, photo.photo_id, photo.ref, limits, version)
+class _FeatureSource:
+    """A photo's features per feature version, decoded at most once each (from the cache when it
+    holds them); a decode failure is dead-lettered once, however many models needed that version."""
+
+    def __init__(self, photo: PreparedPhoto, cached: dict, limits: DecodeLimits, records: list):
+        self.photo, self.limits, self.records = photo, limits, records
+        self.features = dict(cached)
+        self.decoded: list[int] = []
+        self.failed: set[int] = set()
+
+    def row(self, version: int) -> Optional[FeatureRow]:
+        """The features of `version`, or None when the photo cannot be featured (dead-lettered)."""
+        if version in self.failed:
+            return None
+        if version in self.features:
+            return self.features[version].row(self.photo.photo_id)
+        result = extract_features(self.photo.data, self.photo.photo_id, self.photo.ref, self.limits, version)
+        self.decoded.append(version)
         if isinstance(result, QuarantineRecord):
-            return Outcome([(DLQ, encode_dlq(result, photo.uploaded_at_ms))], None, True)
-        feature_row, decoded = result, True
-    scored = score_features(model, feature_row, photo.ref)
-    entry = CacheEntry(photo.content_sha256, version, tuple(float(v) for v in feature_row.values),
-                       feature_row.format, int(feature_row.dhash), None, None)
+            self.failed.add(version)
+            self.records.append((DLQ, encode_dlq(result, self.photo.uploaded_at_ms)))
+            return None
+        self.features[version] = Features(self.photo.content_sha256, version, tuple(float(v) for v in result.values),
+                                          result.format, int(result.dhash))
+        return result
+
+
+@dataclass(frozen=True)
+class _Scored:
+    model: LoadedModel
+    row: Optional[dict]                  # None: failed
+    failure: Optional[QuarantineRecord]
+    latency_ms: float
+    fresh: bool                          # scored now (not a cached score)
+
+
+def _score_one(model: LoadedModel, photo: PreparedPhoto, source: _FeatureSource, scores: dict) -> Optional[_Scored]:
+    """`model`'s score of the photo: cached for its identity, else scored now (and cached); None
+    when the photo's features cannot be computed (already dead-lettered)."""
+    cached = scores.get(model.identity)
+    if cached is not None:
+        row = score_row(model, photo.photo_id, photo.content_sha256, cached, model.feature_version, now_ms(), True)
+        return _Scored(model, row, None, 0.0, False)
+    features = source.row(model.feature_version)
+    if features is None:
+        return None
+    started = time.perf_counter()
+    try:
+        scored = score_features(model, features, photo.ref)
+    except Exception as exc:  # noqa: BLE001 - one model's failure never costs the others' scores
+        scored = QuarantineRecord(photo.ref, photo.photo_id, "score", "score_failed",
+                                  f"{type(exc).__name__}: {exc}"[:500], now_ms())
+    latency_ms = (time.perf_counter() - started) * 1000.0
     if isinstance(scored, QuarantineRecord):
-        return Outcome([(DLQ, encode_dlq(scored, photo.uploaded_at_ms))], {**entries, version: entry}, decoded)
-    entry = CacheEntry(entry.content_sha256, entry.feature_version, entry.values, entry.fmt, entry.dhash,
-                       model.identity, scored["score"])
-    return Outcome([(SCORES, encode_score(scored, photo.uploaded_at_ms, photo.ref))], {**entries, version: entry},
-                   decoded)
+        return _Scored(model, None, scored, latency_ms, True)
+    scores[model.identity] = scored["score"]
+    return _Scored(model, scored, None, latency_ms, True)
 
 
-def process_keyed(photo: PreparedPhoto, key: str, model: Optional[LoadedModel], cached: Optional[ContentCache],
+def shadow_failure(model: LoadedModel, photo: PreparedPhoto, failure: QuarantineRecord) -> QuarantineRecord:
+    """The shadow topic's record of a score that failed where it was not served (a canary's
+    challenger served by the champion instead, a shadow arm): the quarantine layout, its source_ref
+    `models:/NAME/V#<upload ref>` naming the version that failed (`photoscore compare --stream`
+    counts these as that arm's failures)."""
+    return QuarantineRecord(f"models:/{model.name}/{model.version}#{photo.ref}", photo.photo_id, "score",
+                            "score_failed", f"{failure.reason_code}: {failure.detail}"[:500], failure.seen_at_ms)
+
+
+def _score_model(photo: PreparedPhoto, serving: Optional[ServingSet], source: _FeatureSource, scores: dict,
+                 out: Outcome) -> None:
+    """One model's assignments for the photo (udfs.rollout.assignments): the served score (or its
+    DLQ record), shadow scores and failures, and the champion/challenger pair."""
+    if serving is None or serving.plan.champion not in serving.models:
+        what = f"model {serving.plan.model_name} has no champion" if serving else "no model version could be loaded yet"
+        rec = QuarantineRecord(photo.ref, photo.photo_id, "score", "unknown_model", f"{what} (see the job log)",
+                               now_ms())
+        out.records.append((DLQ, encode_dlq(rec, photo.uploaded_at_ms)))
+        return
+    plan = serving.plan
+    assigned = assignments(photo.content_sha256, plan)
+    results = {}
+    for a in assigned:
+        result = _score_one(serving.models[a.version], photo, source, scores)
+        if result is None:
+            return  # the photo cannot be featured: dead-lettered by the source, once
+        results[a.version] = result
+    served = next(a for a in assigned if a.role == "served")
+    champion = results[plan.champion]
+    # A canary content whose challenger failed is served by the champion: the user still gets a score.
+    fallback = results[served.version].row is None and served.version != plan.champion and champion.row is not None
+    for a in assigned:
+        result = results[a.version]
+        role = ("served" if a.version == plan.champion else "shadow") if fallback else a.role
+        if result.row is not None:
+            kind = SCORES if role == "served" else SHADOW
+            out.records.append((kind, encode_score({**result.row, "role": role}, photo.uploaded_at_ms, photo.ref)))
+        elif role == "served":
+            out.records.append((DLQ, encode_dlq(result.failure, photo.uploaded_at_ms)))
+        else:
+            out.records.append((SHADOW, encode_dlq(shadow_failure(result.model, photo, result.failure),
+                                                   photo.uploaded_at_ms)))
+    if len(assigned) == 2 and champion.row is not None:
+        challenger = results[plan.challenger]
+        if challenger.fresh:  # a cached pair was judged when it was made
+            out.pairs.append(Pair(plan.model_name, plan, champion.row["score"],
+                                  None if challenger.row is None else challenger.row["score"], challenger.latency_ms))
+
+
+def process_photo(photo: PreparedPhoto, servings: Sequence[Optional[ServingSet]], cached: Optional[ContentCache],
                   limits: DecodeLimits) -> Outcome:
+    """Score one photo with every model (`servings`: one ServingSet per registered model, None for
+    one not loaded yet), each by its rollout plan, from features computed once per feature version.
+
+    Per model exactly one of: a served score (`scores`) or a DLQ record; plus shadow scores and
+    shadow failures (`shadow`). A score already cached for a model identity is reused
+    (`from_cache=True`)."""
+    cached = cached or ContentCache()
+    out = Outcome([], None)
+    source = _FeatureSource(photo, cached.features, limits, out.records)
+    scores = dict(cached.scores)
+    for serving in servings:
+        _score_model(photo, serving, source, scores, out)
+    out.decoded = tuple(source.decoded)
+    if source.features or scores:
+        out.cache = ContentCache(source.features, scores)
+    return out
+
+
+def process_keyed(photo: PreparedPhoto, key: str, servings: Sequence[Optional[ServingSet]],
+                  cached: Optional[ContentCache], limits: DecodeLimits) -> Outcome:
     """`process_photo` for a photo routed by `key`, the content_sha256 its message claimed (or that
     an earlier read hashed). The keyed state of `key` is used and replaced only when the bytes read
     now hash to `key`: a wrong claim, or a file rewritten since it was hashed, is scored from its
     own bytes and cached nowhere (`Outcome.cache` None), so it can never poison another content."""
     if photo.content_sha256 == key:
-        return process_photo(photo, model, cached, limits)
-    outcome = process_photo(photo, model, None, limits)
-    return Outcome(outcome.records, None, outcome.decoded)
+        return process_photo(photo, servings, cached, limits)
+    outcome = process_photo(photo, servings, None, limits)
+    outcome.cache = None
+    return outcome
 
 
-def process_message(raw: bytes | str | None, ref: str, model: Optional[LoadedModel],
-                    cache: dict, limits: DecodeLimits, intake: Intake) -> Outcome:
+def as_servings(models: LoadedModel | ServingSet | Sequence[Optional[ServingSet]] | None) -> list:
+    """What `process_message` scores with: a LoadedModel alone (as a champion without a rollout), one
+    ServingSet, or one per registered model; None: nothing loaded yet."""
+    if models is None or isinstance(models, ServingSet):
+        return [models]
+    if isinstance(models, LoadedModel):
+        return [ServingSet.alone(models)]
+    return list(models)
+
+
+def process_message(raw: bytes | str | None, ref: str, models, cache: dict, limits: DecodeLimits,
+                    intake: Intake) -> Outcome:
     """The whole stream path for one message with a plain dict (content_sha256 -> ContentCache) as
     the cache: what the Flink job does across two operators, in one call (the bench's in-process
-    limit, tests)."""
+    limit, tests). `models`: see `as_servings`."""
     prepared, uploaded = prepare(raw, ref, limits, intake)
     if isinstance(prepared, QuarantineRecord):
-        return Outcome([(DLQ, encode_dlq(prepared, uploaded))], None, False)
-    outcome = process_photo(prepared, model, cache.get(prepared.content_sha256), limits)
+        return Outcome([(DLQ, encode_dlq(prepared, uploaded))], None)
+    outcome = process_photo(prepared, as_servings(models), cache.get(prepared.content_sha256), limits)
     if outcome.cache is not None:
         cache[prepared.content_sha256] = outcome.cache
     return outcome
