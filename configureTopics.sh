@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or update the photoscore Kafka topics (photos.uploaded, photos.scores, photos.dlq) with
-# the partitions and small retention.ms from config (conf/photoscore.yaml, PHOTOSCORE_* env).
+# Create or update the photoscore Kafka topics (photos.uploaded, photos.scores, photos.scores.shadow
+# for a rollout's shadow scores, photos.dlq: every topic of kafka.topics) with the partitions and
+# small retention.ms from config (conf/photoscore.yaml, PHOTOSCORE_* env).
 #
 # Bootstrap servers: PHOTOSCORE_KAFKA_BOOTSTRAP (a real Kafka cluster) or, when unset, the
 # embedded broker started by `photoscore broker start`. Safe to rerun: what is already right is

@@ -1,5 +1,6 @@
-"""`python -m jobs.configure_topics` (what configureTopics.sh runs): create or update the three
-topics on the configured broker, from config.
+"""`python -m jobs.configure_topics` (what configureTopics.sh runs): create or update every
+topic of `kafka.topics` (photos.uploaded, photos.scores, photos.scores.shadow, photos.dlq) on the
+configured broker, from config.
 
 Exit codes: 0 done, 1 no broker / a Kafka error (message on stderr), 2 a config error, 4 some
 setting could not be applied (the broker refused it; the lines say which).

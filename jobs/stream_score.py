@@ -1,14 +1,17 @@
-"""The PyFlink streaming job: photos.uploaded -> features -> score -> photos.scores, failures ->
-photos.dlq (runs in `.venv-flink`).
+"""The PyFlink streaming job: photos.uploaded -> features -> scores by every model, each by its
+rollout plan -> photos.scores (served), photos.scores.shadow (a rollout's shadow scores and
+failures), failures -> photos.dlq (runs in `.venv-flink`).
 
     Kafka(photos.uploaded) -> Row(claimed content_sha256 or "", raw bytes + topic/partition/offset)
       -> claimed: keyed by the claim in the JVM
          unclaimed: parse + validate, read the bytes, hash them (udfs.stream_scoring), keyed by the hash
       -> keyed by content_sha256 -> process: parse, read, hash (a claim is verified here); cached
-         features/score, else decode + features (udfs.features, as batch) + score (udfs.scoring, as
-         batch) with the current champion, on features of the version it was trained on; ValueState
-         with TTL remembers each content's features and last score per feature version
-      -> photos.scores / photos.dlq (KafkaSink, at-least-once, flushed on checkpoint)
+         features/scores, else decode + features (udfs.features, as batch) once per feature version,
+         then every registered model of `scoring.models` scores it (udfs.scoring, as batch) with the
+         versions its rollout plan assigns the content (udfs.rollout); ValueState with TTL remembers
+         each content's features per feature version and its score per model identity
+      -> photos.scores / photos.scores.shadow / photos.dlq (KafkaSink, at-least-once, flushed on
+         checkpoint)
 
 A claimed photo crosses JVM <-> Python once; `photoscore upload` claims every photo's hash.
 Every message ends as a score or a DLQ record; the job never fails because of a message. It fails
@@ -179,8 +182,8 @@ def build(env, settings) -> None:
     into Python once: the keyed operator reads, hashes (verifying the claim), decodes and scores it.
     A message without a claim first goes through `parse-read-hash`, which keys it by the hash of
     the bytes it read; both streams meet in the same keyed state, so a content is cached once
-    however it arrives. Each failure leaves through a side output, so routing to the two sinks
-    happens in the JVM, with no Python filter/map operators (each would be one more JVM <-> Python
+    however it arrives. Each failure and each shadow score leaves through a side output, so routing
+    to the sinks happens in the JVM, with no Python filter/map operators (each would be one more JVM <-> Python
     hop per record).
     """
     from pyflink.common import Row, Types
@@ -194,6 +197,7 @@ def build(env, settings) -> None:
     # The operators' closures carry the settings as JSON (workers rebuild the typed object).
     settings_json = settings.model_dump_json()
     dlq_tag = OutputTag("dlq", Types.STRING())
+    shadow_tag = OutputTag("shadow", Types.STRING())
     keyed_line = Types.ROW([Types.STRING(), Types.STRING()])  # (content_sha256, metadata line)
 
     def worker_settings():
@@ -239,11 +243,13 @@ def build(env, settings) -> None:
                 yield Row(prepared.content_sha256, row[1])
 
     class Score(KeyedProcessFunction):
-        """Keyed by content_sha256: cached features/score, else decode + features + score.
-        Score JSON on the main output, DLQ JSON on the side output."""
+        """Keyed by content_sha256: cached features/scores, else decode + features + scores by every
+        model's assigned versions. Served score JSON on the main output, shadow JSON and DLQ JSON on
+        side outputs; champion/challenger pairs go to each model's canary guardrail."""
 
         def open(self, ctx: RuntimeContext):
-            from udfs.stream_scoring import registry_holder, upload_intake
+            from udfs.stream_models import registry_holders
+            from udfs.stream_scoring import upload_intake
 
             settings = worker_settings()
             # The worker's gRPC threads wake constantly; feature extraction releases the GIL in
@@ -259,28 +265,33 @@ def build(env, settings) -> None:
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                    .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
                    .build())
-            # The content's cache entries by feature version (udfs.stream_scoring.ContentCache). Not
-            # named "content", the state of jobs that cached one entry per content: a checkpoint of
-            # theirs restores into this job without its values being read as this state's.
-            desc = ValueStateDescriptor("content-by-version", Types.PICKLED_BYTE_ARRAY())
+            # The content's features per feature version and scores per model identity
+            # (udfs.stream_scoring.ContentCache). Not named "content" or "content-by-version", the
+            # states of earlier layouts: a checkpoint of theirs restores into this job without its
+            # values being read as this state's.
+            desc = ValueStateDescriptor("content-by-model", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl)
             self.state = ctx.get_state(desc)
-            self.holder = registry_holder(settings)
-            self.holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
+            self.holders = registry_holders(settings)
+            self.by_name = {h.name: h for h in self.holders}
+            for holder in self.holders:
+                holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
 
         def process_element(self, line, ctx):
             from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord, now_ms
-            from udfs.stream_scoring import DLQ, process_keyed
+            from udfs.stream_scoring import DLQ, SHADOW, process_keyed
 
             prepared, uploaded = prepare_line(line, self.limits, self.intake)
             if isinstance(prepared, QuarantineRecord):
                 yield dlq_tag, encode_dlq(prepared, uploaded)
                 return
-            self.holder.maybe_refresh()
-            model = self.holder.current()  # one version for this element: the swap is atomic
+            for holder in self.holders:
+                holder.maybe_refresh()
+            # One plan and its models per model for this element: each swap is atomic.
+            servings = [holder.current() for holder in self.holders]
             try:
-                outcome = process_keyed(prepared, ctx.get_current_key(), model, self.state.value(), self.limits)
+                outcome = process_keyed(prepared, ctx.get_current_key(), servings, self.state.value(), self.limits)
             except Exception as exc:  # noqa: BLE001 - a message never kills the job
                 rec = QuarantineRecord(prepared.ref, prepared.photo_id, "score", "score_failed",
                                        f"{type(exc).__name__}: {exc}"[:500], now_ms())
@@ -288,8 +299,11 @@ def build(env, settings) -> None:
                 return
             if outcome.cache is not None:
                 self.state.update(outcome.cache)
+            for pair in outcome.pairs:
+                self.by_name[pair.model_name].observe(pair)
+            tags = {DLQ: dlq_tag, SHADOW: shadow_tag}
             for kind, payload in outcome.records:
-                yield (dlq_tag, payload) if kind == DLQ else payload
+                yield (tags[kind], payload) if kind in tags else payload
 
     # Explicit uids: a checkpoint stays restorable when the job's graph changes around them.
     records = (env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "photos.uploaded")
@@ -306,6 +320,8 @@ def build(env, settings) -> None:
     scored = keyed.process(Score(), output_type=Types.STRING()).name("features-score").uid("features-score")
     topics = settings.kafka.topics
     scored.sink_to(kafka_sink(settings.kafka.bootstrap, topics.scores)).name("photos.scores").uid("photos.scores")
+    (scored.get_side_output(shadow_tag).sink_to(kafka_sink(settings.kafka.bootstrap, topics.scores_shadow))
+     .name("photos.scores.shadow").uid("photos.scores.shadow"))
     (hashed.get_side_output(dlq_tag).union(scored.get_side_output(dlq_tag))
      .sink_to(kafka_sink(settings.kafka.bootstrap, topics.dlq)).name("photos.dlq").uid("photos.dlq"))
 
@@ -331,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings, args.restore))
     build(env, settings)
     topics = settings.kafka.topics
-    log.info("submitting photoscore-stream: %s -> %s / %s (bootstrap %s, restore %s)",
-             topics.uploaded, topics.scores, topics.dlq, settings.kafka.bootstrap, args.restore)
+    log.info("submitting photoscore-stream: %s -> %s / %s / %s (bootstrap %s, restore %s)", topics.uploaded,
+             topics.scores, topics.scores_shadow, topics.dlq, settings.kafka.bootstrap, args.restore)
     env.execute("photoscore-stream")
     return 0
 
