@@ -8,6 +8,9 @@ upload is decoded - the content cache would otherwise hide the work):
  (b) the stream's maximum sustained photos/s (a backlog drained by the job)
  (c) end-to-end latency p50/p99 (uploaded_at_ms -> score record received by a consumer) at 80% of (b)
  (d) the seed's load, 50,000 uploads/min (~833/s): held or not on this machine, and with what p99
+ (e) rollouts, in process (bench/stream_inprocess.py): the cost of a second model per photo (shadow
+     100 %: a logreg challenger also scores every photo from the same features) against the
+     single-model run, and the rollback switch time of the holder the job's subtasks use
 Every run checks produced = scored + dead-lettered (`lost`).
 The job's source and this bench's consumer use the broker kind's fetch wait (jobs.broker.FETCH_WAIT_MS:
 a short one starves consumers of the durable broker); the brokers' CPU from (b) on is printed, and
@@ -15,9 +18,11 @@ where a photo's CPU goes during (b): the job's client, its Flink JVM, its Python
 bench's uploader and consumer, the broker processes (ms per photo, from /proc).
 
     .venv/bin/python bench/stream.py [--photos 600] [--warmup 1200] [--modes durable,ephemeral] [--seconds 15] [--rates 20,30] [--set KEY=VALUE] [--keep]
+    .venv/bin/python bench/stream.py --modes ""      (only (e): no broker, no Flink)
 
 Last line: `bench: name=stream limit_pps=... stream_pps=... efficiency=... p50_ms=... p99_ms=... lost=...`
-(figures of the default, durable mode; the ephemeral ones follow with an `ephemeral_` prefix).
+(figures of the default, durable mode; the ephemeral ones follow with an `ephemeral_` prefix), then
+`shadow_cost=... single_pps=... shadow_pps=... rollback_switch_ms=...`.
 """
 from __future__ import annotations
 
@@ -59,51 +64,6 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
         path.write_bytes(buf.getvalue())
         paths.append(path)
     return paths
-
-
-_LIMIT_WORKER: dict = {}
-
-
-def _limit_worker_init(bundle: tuple, limits, intake, warm_message: bytes, warm) -> None:
-    """A limit worker: load the model once, push one message through (imports, caches), then
-    wait at `warm` (a barrier) until every worker and the timer are ready."""
-    from udfs.stream_scoring import load_model, process_message
-
-    name, version, bundle_dir = bundle
-    model = load_model(name, version, Path(bundle_dir), "native")
-    _LIMIT_WORKER.update(model=model, limits=limits, intake=intake)
-    process_message(warm_message, "bench/0/-1", model, {}, limits, intake)
-    warm.wait()
-
-
-def _limit_worker_run(chunk: list[tuple[int, bytes]]) -> int:
-    """Push (index, message) uploads through the whole in-process pipeline; returns how many."""
-    from udfs.stream_scoring import process_message
-
-    for i, message in chunk:
-        process_message(message, f"bench/0/{i}", _LIMIT_WORKER["model"], {}, _LIMIT_WORKER["limits"],
-                        _LIMIT_WORKER["intake"])
-    return len(chunk)
-
-
-def limit_pps(paths: list[Path], bundle: tuple, limits, intake, workers: int) -> float:
-    """(a) photos/s of the in-process pipeline on the same messages the stream gets, run by
-    `workers` processes at once: the limit of the cores the stream's JVM and Python workers share.
-
-    Spawned, not forked: XGBoost's OpenMP threads do not survive a fork."""
-    import multiprocessing
-
-    from jobs.topic_io import file_upload
-
-    ctx = multiprocessing.get_context("spawn")
-    messages = [(i, file_upload(p.name, p)) for i, p in enumerate(paths)]
-    chunks = [messages[k:k + 10] for k in range(0, len(messages), 10)]
-    warm = ctx.Barrier(workers + 1)
-    with ctx.Pool(workers, _limit_worker_init, (bundle, limits, intake, messages[0][1], warm)) as pool:
-        warm.wait(timeout=600)  # every worker has loaded the model and scored one photo
-        t0 = time.perf_counter()
-        done = sum(pool.imap_unordered(_limit_worker_run, chunks))
-        return done / (time.perf_counter() - t0)
 
 
 class ScoreWatcher(threading.Thread):
@@ -336,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.train import train_and_register
     from udfs.features import extract_batch
     from udfs.stream_scoring import upload_intake
+    from stream_inprocess import limit_pps, rollback_switch_ms, shadow_cost
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     registry_home = work / "registry"
@@ -352,16 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     result = train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
                                 "xgboost", "photo_quality", settings, TrainParams(trees=40, depth=5))
     promote(settings, "photo_quality", str(result.version), "champion")
+    challenger = train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
+                                    "logreg", "photo_quality", settings, TrainParams(trees=40, depth=5))
     photos = make_photos(work / "corpus", work / "bench-photos", args.photos)
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", settings)
     url = registry_url_for_job(settings)
+
     def limit() -> float:
-        return limit_pps(photos, (name, v, str(bundle_dir)), settings.features.limits(), upload_intake(settings),
+        return limit_pps(photos, ((name, v, str(bundle_dir)),), settings.features.limits(), upload_intake(settings),
                          args.limit_workers)
 
     rows = []
     try:
+        # (e) before the stream runs, which serve the champion this leaves in place (the rollback).
+        print("(e) rollouts in process: one model vs shadow 100 %, rollback switch ...", file=sys.stderr)
+        _, cv, challenger_dir = resolve_bundle(f"models:/photo_quality/{challenger.version}", settings)
+        rollout = shadow_cost(photos, (name, v, str(bundle_dir)), (name, cv, str(challenger_dir)),
+                              settings.features.limits(), upload_intake(settings), args.limit_workers)
+        from models.rollouts import promote as promote_audited
+        promote_audited(settings, "photo_quality", cv, why="bench: a champion to roll back from")
+        rollout["switch_ms"] = rollback_switch_ms(settings, "photo_quality", cv, v)
         for mode in [m for m in args.modes.split(",") if m]:
             # (a) is measured just before and just after the mode's stream run and averaged: the
             # VM's steal time moves a core's speed by 10-30 % within minutes, and (b)/(a) should
@@ -383,6 +355,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nphotos: {len(photos)} unique JPEGs <= 0.5 MP; overrides: {' '.join(args.overrides) or 'none'}\n")
+    lo, hi = rollout["single_range"]
+    print(f"(e) one model {rollout['single_pps']:.1f} photos/s (before / after {lo:.1f} / {hi:.1f}), shadow 100 % "
+          f"(two models per photo) {rollout['shadow_pps']:.1f} photos/s: cost {100 * rollout['cost']:.1f} % "
+          f"(goal <= 10 %); rollback switch {rollout['switch_ms']:.0f} ms (poll interval "
+          f"{settings.flink.model_poll_interval_ms} ms)")
+    rollout_line = (f"shadow_cost={rollout['cost']:.3f} single_pps={rollout['single_pps']:.1f} "
+                    f"shadow_pps={rollout['shadow_pps']:.1f} rollback_switch_ms={rollout['switch_ms']:.0f}")
+    if not rows:
+        print(f"bench: name=stream {rollout_line}")
+        return 0
     print(f"{'mode':<10} {'limit pps':>9} {'stream pps':>10} {'eff':>5} {'@80% pps':>9} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'833/s?':>7} {'lost':>5}")
     for r in rows:
@@ -422,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: name=stream limit_pps={main_row['limit_pps']:.1f} stream_pps={main_row['stream_pps']:.1f} "
           f"efficiency={main_row['stream_pps'] / main_row['limit_pps']:.2f} p50_ms={main_row['p50_ms']:.1f} "
           f"p99_ms={main_row['p99_ms']:.1f} lost={main_row['lost']} mode={main_row['mode']} "
-          f"seed_833pps_holds={'yes' if main_row['seed_holds'] else 'no'} {extra}".rstrip())
+          f"seed_833pps_holds={'yes' if main_row['seed_holds'] else 'no'} {extra} {rollout_line}")
     return 0
 
 

@@ -276,6 +276,11 @@ def build(env, settings) -> None:
             self.by_name = {h.name: h for h in self.holders}
             for holder in self.holders:
                 holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
+                holder.start()
+
+        def close(self):
+            for holder in self.holders:
+                holder.stop()
 
         def process_element(self, line, ctx):
             from udfs.messages import encode_dlq
@@ -286,8 +291,6 @@ def build(env, settings) -> None:
             if isinstance(prepared, QuarantineRecord):
                 yield dlq_tag, encode_dlq(prepared, uploaded)
                 return
-            for holder in self.holders:
-                holder.maybe_refresh()
             # One plan and its models per model for this element: each swap is atomic.
             servings = [holder.current() for holder in self.holders]
             try:

@@ -188,3 +188,20 @@ def test_rollout_holder_follows_the_plan_reuses_loaded_versions_and_survives_reg
     # Rolled back to v2 alone: v1 leaves the set.
     state["plan"] = RolloutPlan("m", 2)
     assert set(holder.refresh().models) == {2} and state["resolves"] == 2
+
+
+def test_rollout_holder_polls_in_the_background_idle_or_not(xgb, logreg):
+    """The job's subtasks poll on a timer: a plan change reaches one that receives no photo."""
+    from jobs.supervise import wait_until
+
+    plans = {"now": RolloutPlan("m", 1)}
+    bundles = {1: xgb.bundle_dir, 2: logreg.bundle_dir}
+    holder = RolloutHolder("m", lambda: plans["now"], lambda v: ("m", v, bundles[v]), "native", poll_interval_s=0.05)
+    holder.refresh()
+    holder.start()
+    try:
+        plans["now"] = RolloutPlan("m", 2)
+        wait_until(lambda: holder.current().plan.champion == 2, 10, 0.01, what="the background poll")
+    finally:
+        holder.stop()
+    assert set(holder.current().models) == {2}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -75,7 +74,8 @@ class ServingSet:
 
 
 class RolloutHolder:
-    """One registered model's ServingSet, re-read every `poll_interval_s` in a background thread.
+    """One registered model's ServingSet, re-read every `poll_interval_s` in a background thread
+    (`start`).
 
     `read_plan()` is one registry call; versions the new plan names that are not loaded yet are
     resolved (download + checksums) and loaded off the scoring thread, loaded ones are reused, and
@@ -95,8 +95,9 @@ class RolloutHolder:
         self.poll_interval_s = float(poll_interval_s)
         self.guardrail, self._end_canary = guardrail, end_canary
         self._serving: Optional[ServingSet] = None
-        self._last_poll = 0.0
         self._polling = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
         self.last_error: Optional[str] = None
         self.swaps = 0
         self.loads = 0
@@ -111,7 +112,6 @@ class RolloutHolder:
         if not self._polling.acquire(blocking=False):
             return self._serving  # another poll is running
         try:
-            self._last_poll = time.monotonic()
             plan = self._read_plan()
             current = self._serving
             if current is None or plan != current.plan:
@@ -135,11 +135,23 @@ class RolloutHolder:
         self.loads += 1
         return load_model(name, resolved, bundle_dir, self.export_format, self.threads)
 
-    def maybe_refresh(self) -> None:
-        """Start a background poll when the interval has elapsed (never blocks scoring)."""
-        if time.monotonic() - self._last_poll >= self.poll_interval_s and not self._polling.locked():
-            self._last_poll = time.monotonic()
-            threading.Thread(target=self.refresh, name=f"rollout-poll-{self.name}", daemon=True).start()
+    def start(self) -> None:
+        """Poll every `poll_interval_s` in a daemon thread until `stop()`: a subtask that receives
+        nothing follows the plan too, so its next photo is scored with the current plan, not with
+        the one it saw before going idle."""
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._poll_loop, name=f"rollout-poll-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stopping.wait(self.poll_interval_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        """End the polling thread (the current set stays)."""
+        self._stopping.set()
+        self._thread = None
 
     def observe(self, pair: Pair) -> Optional[str]:
         """Feed one champion/challenger pair to the guardrail; when it trips, end the canary (in a
