@@ -9,7 +9,6 @@ are those of the batch path (`udfs.features.extract_features`, `udfs.scoring.sco
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -25,8 +24,6 @@ from udfs.photo_io import PhotoReader, photo_reader
 from udfs.quarantine import QuarantineRecord, now_ms
 from udfs.rollout import assignments
 from udfs.stream_models import LoadedModel, ServingSet
-
-log = logging.getLogger(__name__)
 
 # Output kinds: served scores (kafka.topics.scores), a rollout's shadow scores and shadow failures
 # (kafka.topics.scores_shadow), dead letters (kafka.topics.dlq).
