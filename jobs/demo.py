@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                    model_uri=f"models:/{MODEL_NAME}@champion", export_format="code-java")
 
     print("\n== 8. Stream: broker, topics, the PyFlink job; upload the corpus, watch scores and "
-          "dead letters arrive, promote the challenger and see the version change", flush=True)
+          "dead letters arrive; then roll the challenger out on the running job: shadow, canary 30 %, "
+          "promote, rollback", flush=True)
     run_stream_demo(load_settings(), corpus)
 
     lifecycle = {"features": str(features_dir / "features.parquet"), "labels": str(corpus / "labels.parquet"),

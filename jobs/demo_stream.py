@@ -1,11 +1,12 @@
 """The streaming part of `make demo`: broker, topics, the local S3 photo store, the job, uploads
 (copied into the store and announced by their s3:// URIs, as an uploading service does), scores and
-DLQ entries arriving, a challenger promoted and the version change seen in the running job, clean
+DLQ entries arriving, then a rollout on the running job - the challenger in shadow, a 30 % canary
+(served scores split by version), promoted, rolled back (the switch time measured) - and a clean
 stop.
 
 `run_stream_demo(settings, corpus_dir)` expects a registered champion (the demo's earlier steps
-train and promote one) and, for the swap, a second version it can promote; without one it
-says so and skips that step.
+train and promote one) and, for the rollout, a second version; without one it says so and skips
+those steps.
 """
 from __future__ import annotations
 
@@ -38,6 +39,97 @@ def _wait_records(settings, bootstrap: str, refs: set[str], timeout_s: float) ->
     except WaitTimeout:
         pass
     return ([s for s in got["scores"] if s["upload_ref"] in refs], [d for d in got["dlq"] if d["source_ref"] in refs])
+
+
+def _served_and_shadow(settings, bootstrap: str, refs: set[str]) -> tuple[list[dict], list[dict]]:
+    """The served scores of `refs` (photos.scores) and the shadow scores of the same uploads
+    (photos.scores.shadow), read once the served ones arrived."""
+    from jobs.topic_io import read_topic
+
+    served, _ = _wait_records(settings, bootstrap, refs, 60)
+    shadow = [json.loads(v) for _, _, v in read_topic(bootstrap, settings.kafka.topics.scores_shadow, idle_s=1.0)]
+    return served, [s for s in shadow if s.get("upload_ref") in refs and "score" in s]
+
+
+def _rollout_steps(settings, bootstrap: str, name: str, champion: int, challenger: int, photos: list[Path],
+                   uris: list[str], timeout_s: float) -> dict:
+    """Shadow -> canary 30 % -> promote -> rollback on the running job, each step's effect read back
+    from the topics; the registry is left as it was found (champion, no rollout)."""
+    from collections import Counter
+
+    from jobs.supervise import WaitTimeout, wait_until
+    from models import rollouts
+
+    topic = settings.kafka.topics.uploaded
+    why = "make demo"
+
+    def upload_until(tag: str, done) -> tuple[list[dict], list[dict]]:
+        """Upload the photos again (new photo ids, same contents) until `done(served, shadow)`: the
+        job follows the registry within its poll interval."""
+        def attempt():
+            refs = _send(bootstrap, topic, photos, uris[:len(photos)], f"{tag}{int(time.time() * 1000)}-")
+            served, shadow = _served_and_shadow(settings, bootstrap, set(refs))
+            return (served, shadow) if done(served, shadow) else None
+        try:
+            return wait_until(attempt, timeout_s, 0, what=f"the {tag.rstrip('-')} step's scores")
+        except WaitTimeout:
+            return [], []
+
+    try:
+        rollouts.promote(settings, name, challenger, "challenger", why=why)
+        rollouts.set_rollout(settings, name, shadow_percent=100, canary_percent=0, why=why)
+        _say(f"rollout: v{challenger} in shadow on 100 % of contents (champion v{champion} serves all)")
+        served, shadow = upload_until("shadow-", lambda served, shadow: len(shadow) >= len(served) > 0)
+        _say(f"  served: {dict(Counter(s['model_version'] for s in served))} by version; "
+             f"shadow: {dict(Counter(s['model_version'] for s in shadow))} on {settings.kafka.topics.scores_shadow}")
+
+        plan = rollouts.set_rollout(settings, name, canary_percent=30, why=why)
+        _say(f"rollout: canary 30 % (salt {plan.salt}): v{challenger} serves 30 % of contents, "
+             f"v{champion} still scores them as shadow")
+        served, shadow = upload_until("canary-", lambda served, shadow: any(
+            s["model_version"] == challenger for s in served))
+        split = Counter(s["model_version"] for s in served)
+        paired = {s["content_sha256"] for s in shadow if s["model_version"] == champion}
+        canary = [s for s in served if s["model_version"] == challenger]
+        _say(f"  served split by version: " + ", ".join(
+            f"v{v} {100.0 * n / max(1, len(served)):.0f} %" for v, n in sorted(split.items()))
+            + f"; canary contents with a champion shadow score: {sum(s['content_sha256'] in paired for s in canary)}"
+            f"/{len(canary)}")
+
+        rollouts.promote(settings, name, challenger, "champion", why=why)
+        _say(f"promoted v{challenger} to champion (the rollout ends: it serves every content)")
+        upload_until("promoted-", lambda served, shadow: served and all(s["model_version"] == challenger
+                                                                         for s in served))
+        seen: list[dict] = []
+
+        def all_served_by(version: int):
+            def done(served, shadow):
+                seen.extend(served)
+                return served and all(s["model_version"] == version for s in served)
+            return done
+
+        t0_ms = int(time.time() * 1000)
+        was, now = rollouts.rollback(settings, name, why=why)
+        upload_until("rollback-", all_served_by(now))
+        # Scores carry when they were made: the job's switch is the last score by the old champion
+        # after the call (upload and topic round trips excluded).
+        last_old = max((s["scored_at_ms"] for s in seen if s["model_version"] == was and s["scored_at_ms"] >= t0_ms),
+                       default=None)
+        first_new = min((s["scored_at_ms"] for s in seen if s["model_version"] == now), default=t0_ms)
+        switch_s = ((last_old if last_old is not None else first_new) - t0_ms) / 1000.0
+        _say(f"rollback: champion v{was} -> v{now}; the job served v{now} from {max(0.0, switch_s):.1f} s after the "
+             f"call (poll interval {settings.flink.model_poll_interval_ms / 1000:g} s; "
+             f"{'no' if last_old is None else 'last'} score by v{was} after it)")
+        for event in rollouts.history(settings, name)[-5:]:
+            alias = f" @{event['alias']}" if event.get("alias") else ""
+            _say(f"  audit: {event['action']:<12}{alias:<12} v{event['from']} -> v{event['to']} by {event['who']} "
+                 f"({event['why']})")
+        return {"served_split": dict(split), "rollback_switch_s": round(max(0.0, switch_s), 1)}
+    finally:
+        # Leave the registry as the demo found it: the original champion, no rollout.
+        rollouts.stop_rollout(settings, name, why="make demo: done")
+        if rollouts.read_plan(settings, name).champion != champion:
+            rollouts.promote(settings, name, champion, "champion", why="make demo: done")
 
 
 def _send(bootstrap: str, topic: str, paths: list[Path], uris: list[str], tag: str) -> list[str]:
@@ -82,7 +174,7 @@ def _run(settings, corpus_dir: Path, prefix: str, timeout_s: float) -> dict:
     from jobs.photo_upload import copy_to_store, object_uris
     from jobs.stream_supervisor import start_stream, stop_stream
     from jobs.supervise import WaitTimeout, wait_until
-    from models.registry import client, list_versions, promote
+    from models.registry import client, list_versions
 
     name, alias = settings.mlflow.model_name, settings.mlflow.alias
     summary: dict = {}
@@ -122,26 +214,11 @@ def _run(settings, corpus_dir: Path, prefix: str, timeout_s: float) -> dict:
         champion = int(client(settings).get_model_version_by_alias(name, alias).version)
         versions = [r for r in list_versions(settings, name) if r["version"] != champion and r["parity"] == "passed"]
         if not versions:
-            _say("only one model version registered: skipping the hot-swap step")
+            _say("only one model version registered: skipping the rollout steps")
             return summary
         # The version holding the `challenger` alias if there is one, else the newest other one.
         challenger = max(versions, key=lambda r: ("challenger" in r["aliases"], r["version"]))["version"]
-        promote(settings, name, str(challenger), alias)
-        _say(f"promoted version {challenger} to @{alias} (was {champion}); uploading again ...")
-
-        def scored_by_challenger() -> list[dict]:
-            again = _send(bootstrap, topic, photos[:5], uris[:5], f"swap{int(time.time())}-")
-            got, _ = _wait_records(settings, bootstrap, set(again), 60)
-            return [s for s in got if s["model_version"] == challenger]
-
-        try:
-            swapped = wait_until(scored_by_challenger, timeout_s, 0, what=f"scores by version {challenger}")
-        except WaitTimeout:
-            swapped = []
-        for s in swapped[:5]:
-            _say(f"  {Path(s['photo_id']).name:<24} score={s['score']:.4f} model={s['model_name']}/{s['model_version']}")
-        summary.update(swapped_to=challenger if swapped else None, previous=champion)
-        promote(settings, name, str(champion), alias)  # leave the registry as the demo found it
+        summary.update(_rollout_steps(settings, bootstrap, name, champion, challenger, photos, uris, timeout_s))
         return summary
     finally:
         stop_stream(settings)
