@@ -99,13 +99,13 @@ def test_stream_records_pair_across_topics_with_latency_and_failures(settings):
     assert pairs_from_stream(values, PLAN, since_ms=6_000).champion.size == 0
 
 
-def write_score_file(root, version, run_id, rows: pd.DataFrame, with_role=True):
+def write_score_file(root, version, run_id, rows: pd.DataFrame, with_role=True, name="pq"):
     """One score file in the real layout: scores/model_name=M/model_version=V/run_id=R/part-0.parquet."""
     layout = without(SCORE, ("model_name", "model_version"))
     if not with_role:  # written before `role` existed
         layout = without(layout, ("role",))
     table = pa.Table.from_pandas(rows[[f.name for f in layout]], schema=layout, preserve_index=False)
-    out = root / "scores" / "model_name=pq" / f"model_version={version}" / f"run_id={run_id}"
+    out = root / "scores" / f"model_name={name}" / f"model_version={version}" / f"run_id={run_id}"
     out.mkdir(parents=True)
     pq.write_table(table, out / "part-0.parquet")
 
