@@ -1,7 +1,10 @@
 """photoscore_model_lifecycle: train the configured model types (each through the parity gate) ->
 pick the best new version on the validation split -> compare it with the champion on the held-out
-split -> `challenger` when it wins by the configured margin -> approval -> `champion`, and the
-"champion changed" Asset event that starts photoscore_rescore.
+split -> `challenger` when it wins by the configured margin -> the staged rollout (shadow 100 % ->
+compare -> canary 5 % -> compare -> canary 50 % -> compare, each comparison over the score table
+after a `backfill scores --plan`) -> approval -> `champion`, and the "champion changed" Asset event
+that starts photoscore_rescore. A failed stage stops the rollout (the champion alone serves again)
+and fails the run. With no champion yet there is nothing to roll out against: straight to approval.
 
 Runs on demand and on each event of the labels Asset. A version that fails its parity gate fails
 the run and moves no alias; a candidate that does not beat the champion ends the run with the
@@ -15,7 +18,8 @@ from datetime import timedelta
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, Param, task
 
-from jobs.orchestration import champion_asset_uri, dag_arguments, dag_settings, labels_asset_uri
+from jobs.orchestration import (ROLLOUT_STAGES, champion_asset_uri, dag_actor, dag_arguments, dag_settings,
+                                labels_asset_uri, plan_score_backfill)
 
 settings = dag_settings()
 LABELS = Asset(name="photoscore_labels", uri=labels_asset_uri(settings))
@@ -38,6 +42,12 @@ with DAG(
                         description="held-out AUC a new version must gain over the champion"),
         "approve": Param(False, type="boolean",
                          description="promote without asking (automation); false: approve in the UI"),
+        "tables": Param(settings.resolve(settings.storage.tables), type="string", minLength=1,
+                        description="the table root the rollout stages score and compare on"),
+        "format": Param(settings.scoring.format, type="string", minLength=1,
+                        description="the export the rollout stages score with"),
+        "stage_wait_s": Param(0, type="integer", minimum=0, maximum=settings.airflow.task_timeout_s // 2,
+                              description="seconds each rollout stage runs (live traffic) before its comparison"),
     },
 ) as dag:
 
@@ -105,14 +115,80 @@ with DAG(
         return decision["challenge"]
 
     @task
-    def set_challenger(decision: dict, params=None) -> int:
-        from models.registry import promote
+    def set_challenger(decision: dict, params=None, run_id=None) -> int:
+        from models.rollouts import promote
 
-        promote(dag_settings(), params["name"], str(decision["version"]), "challenger")
+        promote(dag_settings(), params["name"], decision["version"], "challenger",
+                who=dag_actor(dag.dag_id, run_id), why=decision["reason"])
         print(f"{params['name']}@challenger -> v{decision['version']}")
         return decision["version"]
 
     @task.branch
+    def rollout_route(params=None) -> str:
+        """The staged rollout needs a champion to compare with; the first model goes to approval."""
+        from models.lifecycle import alias_version
+
+        if alias_version(dag_settings(), params["name"], "champion") is None:
+            print("no champion yet: nothing to roll out against, straight to approval")
+            return "no_rollout"
+        return f"set_{ROLLOUT_STAGES[0].name}"
+
+    @task
+    def no_rollout() -> None:
+        print("first champion: no staged rollout")
+
+    def rollout_stage(stage, challenger_version):
+        """set the plan's shares (then let the stage run) -> score the archive per the plan -> compare."""
+
+        @task(task_id=f"set_{stage.name}")
+        def set_stage(version: int, params=None, run_id=None) -> str:
+            import time
+
+            from models.rollouts import set_rollout
+
+            plan = set_rollout(dag_settings(), params["name"], challenger=version,
+                               shadow_percent=stage.shadow_percent, canary_percent=stage.canary_percent,
+                               who=dag_actor(dag.dag_id, run_id), why=stage.why(run_id))
+            print(plan.describe())
+            if params["stage_wait_s"]:
+                print(f"stage {stage.name} runs for {params['stage_wait_s']} s before its comparison")
+                time.sleep(params["stage_wait_s"])
+            return plan.describe()
+
+        @task(task_id=f"compare_{stage.name}", retries=0)  # a failed comparison is a verdict
+        def compare_stage(params=None, ti=None) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from jobs.rollout_compare import report, run_compare
+            from models.lifecycle import stage_summary
+
+            plan, comparison = run_compare(dag_settings(), params["name"], tables=params["tables"])
+            print("\n".join(comparison.lines()))
+            figures = {"stage": stage.name, **report(plan, comparison, params["tables"])}
+            print(stage_summary(stage.name, figures))
+            if not comparison.passed:
+                ti.xcom_push(key="failed", value=stage_summary(stage.name, figures))
+                raise AirflowFailException(stage_summary(stage.name, figures))
+            return figures
+
+        setting = set_stage(challenger_version)
+        scoring = plan_score_backfill(settings, stage.name)
+        comparing = compare_stage()
+        setting >> scoring >> comparing
+        return [setting, scoring, comparing]
+
+    @task(trigger_rule="one_failed", retries=0)
+    def stop_rollout(params=None, run_id=None, ti=None) -> None:
+        """A stage failed: end the rollout (the champion alone scores and serves) and say why."""
+        from models.rollouts import stop_rollout as stop
+
+        failed = [why for why in ti.xcom_pull(task_ids=[f"compare_{s.name}" for s in ROLLOUT_STAGES], key="failed")
+                  if why]
+        why = "; ".join(failed) or f"a rollout stage of {run_id} failed (see its task log)"
+        print(stop(dag_settings(), params["name"], who=dag_actor(dag.dag_id, run_id), why=why).describe())
+        print(f"rollout stopped: {why}")
+
+    @task.branch(trigger_rule="none_failed_min_one_success")
     def approval_route(params=None) -> str:
         return "approved_by_param" if params["approve"] else "approval"
 
@@ -122,19 +198,18 @@ with DAG(
 
     approval = ApprovalOperator(
         task_id="approval", subject="Promote the challenger to champion?",
-        body="{{ ti.xcom_pull(task_ids='compare')['reason'] }}", ignore_downstream_trigger_rules=True,
+        body="{{ ti.xcom_pull(task_ids='compare')['reason'] }}\n\n{{ ti.xcom_pull(task_ids='compare_%s') }}"
+             % ROLLOUT_STAGES[-1].name, ignore_downstream_trigger_rules=True,
         # A person answers in the UI: the wait is the response timeout, not an execution timeout.
         execution_timeout=None, response_timeout=timedelta(days=7),
     )
 
     @task(trigger_rule="none_failed_min_one_success", outlets=[CHAMPION])
-    def promote_champion(version: int, params=None, outlet_events=None) -> int:
-        from models.lifecycle import alias_version
-        from models.registry import promote
+    def promote_champion(version: int, params=None, run_id=None, outlet_events=None) -> int:
+        from models.rollouts import promote
 
-        settings_now = dag_settings()
-        previous = alias_version(settings_now, params["name"], "champion")
-        promote(settings_now, params["name"], str(version), "champion")
+        previous = promote(dag_settings(), params["name"], version, "champion", who=dag_actor(dag.dag_id, run_id),
+                           why="approved after the staged rollout")
         print(f"{params['name']}@champion: v{previous} -> v{version}")
         outlet_events[CHAMPION].extra = {"name": params["name"], "version": version, "previous": previous}
         return version
@@ -143,5 +218,14 @@ with DAG(
     challenger = set_challenger(decision)
     route = approval_route()
     by_param = approved_by_param()
-    challenger_won(decision) >> challenger >> route >> [by_param, approval]
+    challenger_won(decision) >> challenger
+    rollout, first = rollout_route(), no_rollout()
+    challenger >> rollout >> first >> route
+    stages = [rollout_stage(stage, challenger) for stage in ROLLOUT_STAGES]
+    rollout >> stages[0][0]
+    for before, after in zip(stages, stages[1:]):
+        before[-1] >> after[0]
+    stages[-1][-1] >> route
+    [task for stage in stages for task in stage] >> stop_rollout()
+    route >> [by_param, approval]
     [by_param, approval] >> promote_champion(challenger)

@@ -43,6 +43,8 @@ ECOSYSTEM_ENV = {"MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
                  "AWS_DEFAULT_REGION": ("storage", "s3", "region")}
 # Names documented before the typed config, still honoured.
 LEGACY_ENV = {"PHOTOSCORE_SCORER_THREADS": ("scoring", "threads")}
+# PHOTOSCORE_* names that are not config keys: who acts, for the audit trail (models/rollouts.py).
+NOT_CONFIG_ENV = frozenset({"PHOTOSCORE_ACTOR"})
 
 
 class ConfigError(ValueError):
@@ -162,7 +164,7 @@ def _collect(overrides: Iterable[str], env: Mapping[str, str], defaults_path: Pa
     for name, value in sorted(env.items()):
         if name in LEGACY_ENV:
             layers.put(LEGACY_ENV[name], value, f"env {name}")
-        elif name.startswith(ENV_PREFIX):
+        elif name.startswith(ENV_PREFIX) and name not in NOT_CONFIG_ENV:
             key = _key_from_env(name)
             _check_key(key, f"env {name}")
             _put_text(layers, key, value, f"env {name}")

@@ -7,6 +7,7 @@ loads Spark, MLflow or OpenCV); the tasks import the heavy parts when they run.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,6 +115,25 @@ def reconcile_task(settings: Settings, outlets: list, no_decodes: bool = False):
     return reconcile()
 
 
+@dataclass(frozen=True)
+class RolloutStage:
+    """One step of the staged rollout a new challenger goes through before approval: the shares
+    the registry's plan is set to, then a comparison with the champion that must pass."""
+
+    name: str
+    shadow_percent: float
+    canary_percent: float
+
+    def why(self, run: str) -> str:
+        return f"lifecycle stage {self.name} ({run})"
+
+
+# Shadow first (the challenger scores everything, serves nothing), then a small and a large canary.
+# The shadow share stays 100 %, so every stage compares the challenger on every content.
+ROLLOUT_STAGES = (RolloutStage("shadow", 100.0, 0.0), RolloutStage("canary_5", 100.0, 5.0),
+                  RolloutStage("canary_50", 100.0, 50.0))
+
+
 def dag_arguments(settings: Settings, description: str, schedule_on) -> dict:
     """What every photoscore DAG is declared with besides its id and params."""
     from datetime import datetime
@@ -137,15 +157,39 @@ def scoring_params(settings: Settings, alias: str) -> dict:
     }
 
 
-def score_backfill(settings: Settings, name: str):
-    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params."""
+def _scores_submit(settings: Settings, task_id: str, name: str, model_args: list[str], prefix_args: list[str]):
+    """jobs/backfill_scores.py through spark-submit over the Spark connection, with the run's params."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     from jobs.spark_session import submit_conf
 
     return SparkSubmitOperator(
-        task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"), name=name,
+        task_id=task_id, application=str(JOBS_DIR / "backfill_scores.py"), name=name,
         conn_id=settings.airflow.spark_conn_id, conf=submit_conf(settings.spark),
-        application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
-                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
+        application_args=[*model_args, "--format", "{{ params.format }}", "--tables", "{{ params.tables }}",
+                          *prefix_args],
     )
+
+
+def score_backfill(settings: Settings, name: str):
+    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params."""
+    return _scores_submit(settings, "backfill_scores", name, ["--model", "{{ params.model }}"], SCORES_PREFIX_ARGS)
+
+
+def plan_scores_args(stage: str) -> tuple[list[str], list[str]]:
+    """The model and run-prefix arguments of a rollout stage's score backfill: every version the
+    registry's plan of `params.name` scores (`--plan`), its runs named after the stage."""
+    return (["--model", "models:/{{ params.name }}", "--plan"],
+            ["--run-prefix", "{{ backfill_prefix(run_id, 'scores-%s') }}" % stage])
+
+
+def plan_score_backfill(settings: Settings, stage: str):
+    """A rollout stage's score backfill (`photoscore backfill scores --model models:/N --plan`): the
+    champion and the challenger score the archive's contents per the plan, from stored features."""
+    model_args, prefix_args = plan_scores_args(stage)
+    return _scores_submit(settings, f"score_{stage}", f"photoscore-rollout-{stage}", model_args, prefix_args)
+
+
+def dag_actor(dag_id: str, run_id: str) -> str:
+    """Who acts in the audit trail when a DAG run moves an alias or a rollout."""
+    return f"airflow:{dag_id}/{run_id}"

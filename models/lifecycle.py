@@ -98,3 +98,12 @@ def alias_version(settings, name: str, alias: str) -> int | None:
         return None
     version = (registered.aliases or {}).get(alias)
     return int(version) if version is not None else None
+
+
+def stage_summary(stage: str, figures: dict) -> str:
+    """One line for the log and the approval's body: the stage's comparison figures and verdict."""
+    shown = ", ".join(f"{k}={figures[k]:.4g}" if isinstance(figures.get(k), float) else f"{k}={figures.get(k)}"
+                      for k in ("pairs", "mean_abs_delta", "rank_correlation", "flip_share", "psi",
+                                "challenger_error_rate"))
+    verdict = "PASS" if figures.get("passed") else "FAIL: " + "; ".join(figures.get("failures") or [])
+    return f"{stage}: challenger v{figures.get('challenger')} vs champion v{figures.get('champion')}: {shown} -> {verdict}"

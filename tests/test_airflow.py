@@ -94,6 +94,21 @@ def test_dagbag_has_every_dag_with_no_error_or_warning_and_parses_fast(airflow_h
     assert lifecycle["params"]["model_types"]["items"]["enum"] == ["xgboost", "lightgbm", "catboost", "logreg"]
     assert lifecycle["tasks"]["promote_champion"]["upstream"] == ["approval", "approved_by_param", "set_challenger"]
     assert lifecycle["tasks"]["set_challenger"]["upstream"] == ["challenger_won", "compare"]
+    # The staged rollout: shadow -> canary 5 % -> canary 50 %, each set -> score (--plan) -> compare.
+    assert {"tables", "format", "stage_wait_s"} <= set(lifecycle["params"])
+    tasks = lifecycle["tasks"]
+    assert tasks["rollout_route"]["upstream"] == ["set_challenger"]
+    assert tasks["set_shadow"]["upstream"] == ["rollout_route", "set_challenger"]
+    for before, stage in (("compare_shadow", "canary_5"), ("compare_canary_5", "canary_50")):
+        assert tasks[f"set_{stage}"]["upstream"] == [before, "set_challenger"]
+    for stage in ("shadow", "canary_5", "canary_50"):
+        assert tasks[f"score_{stage}"]["type"] == "SparkSubmitOperator"
+        assert tasks[f"score_{stage}"]["upstream"] == [f"set_{stage}"]
+        assert tasks[f"compare_{stage}"]["upstream"] == [f"score_{stage}"] and tasks[f"compare_{stage}"]["retries"] == 0
+    assert tasks["approval_route"]["upstream"] == ["compare_canary_50", "no_rollout"]
+    assert tasks["no_rollout"]["upstream"] == ["rollout_route"]
+    assert tasks["stop_rollout"]["upstream"] == sorted(f"{step}_{stage}" for stage in ("shadow", "canary_5", "canary_50")
+                                                       for step in ("set", "score", "compare"))
     assert bag["dags"]["photoscore_rescore"]["tasks"]["reconcile"]["upstream"] == ["backfill_scores"]
     for dag in bag["dags"].values():
         for task_id, task in dag["tasks"].items():

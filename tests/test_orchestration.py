@@ -119,3 +119,21 @@ def test_stream_watch_leaves_alone_a_job_never_started_or_stopped_on_purpose(tmp
     (tmp_path / "stream" / "desired").write_text("stopped\n")
     health = watch_stream(settings, 600, 1000)
     assert health.ok and "stopped on purpose" in health.lines[0]
+
+
+def test_rollout_stages_score_per_plan_and_name_their_runs_and_actor():
+    from jobs.orchestration import ROLLOUT_STAGES, dag_actor, plan_scores_args
+    from models.lifecycle import stage_summary
+
+    assert [(s.name, s.shadow_percent, s.canary_percent) for s in ROLLOUT_STAGES] == [
+        ("shadow", 100.0, 0.0), ("canary_5", 100.0, 5.0), ("canary_50", 100.0, 50.0)]
+    model, prefix = plan_scores_args("canary_5")
+    assert model == ["--model", "models:/{{ params.name }}", "--plan"]
+    assert prefix == ["--run-prefix", "{{ backfill_prefix(run_id, 'scores-canary_5') }}"]
+    assert run_id_arg(backfill_prefix("manual__2026-12-01", "scores-canary_5"))
+    assert dag_actor("photoscore_model_lifecycle", "manual__1") == "airflow:photoscore_model_lifecycle/manual__1"
+    figures = {"champion": 1, "challenger": 2, "pairs": 300, "mean_abs_delta": 0.002, "rank_correlation": 0.99,
+               "flip_share": 0.0, "psi": 0.01, "challenger_error_rate": 0.0, "passed": False,
+               "failures": ["PSI 0.4 > 0.25"]}
+    line = stage_summary("canary_5", figures)
+    assert line.startswith("canary_5: challenger v2 vs champion v1: pairs=300") and line.endswith("FAIL: PSI 0.4 > 0.25")

@@ -1,6 +1,9 @@
 """`photoscore models`: registered versions with their aliases, parity verdicts and test AUC;
-`--parity` adds the parity matrix (max |export - native| per export, against each tolerance)."""
+`--parity` adds the parity matrix (max |export - native| per export, against each tolerance);
+`--history` prints the audit trail instead: who moved which alias or rollout, when, from, to, why."""
 from __future__ import annotations
+
+import json
 
 
 def register(subparsers) -> None:
@@ -8,6 +11,9 @@ def register(subparsers) -> None:
     p.add_argument("--name", default=None, help="only this registered model")
     p.add_argument("--parity", action="store_true",
                    help="also print the parity matrix of every version (downloads its bundle)")
+    p.add_argument("--history", action="store_true",
+                   help="the audit trail (promote, rollback, rollout set/stop, canary ended), oldest first")
+    p.add_argument("--json", action="store_true", help="with --history: one JSON event per line")
     p.set_defaults(handler=run)
 
 
@@ -28,9 +34,27 @@ def parity_cell(cell: dict | None) -> str:
     return f"{shown} FAILED (tol {cell.get('tolerance')})"
 
 
+def print_history(settings, name: str | None, as_json: bool) -> int:
+    """The audit trail of `name` (or of every registered model), oldest first."""
+    from jobs.rollout_view import event_line
+    from models.registry import client
+    from models.rollouts import history
+
+    names = [name] if name else sorted(m.name for m in client(settings).search_registered_models())
+    events = sorted(({**event, "model_name": n} for n in names for event in history(settings, n)),
+                    key=lambda e: e["at_ms"])
+    for event in events:
+        print(json.dumps(event, sort_keys=True) if as_json else event_line(event))
+    if not events and not as_json:
+        print(f"no audit events for {name or 'any registered model'} in {settings.tracking_uri}")
+    return 0
+
+
 def run(args, settings) -> int:
     from models.registry import list_versions
 
+    if args.history:
+        return print_history(settings, args.name, args.json)
     rows = list_versions(settings, args.name)
     if not rows:
         print(f"no registered models in {settings.tracking_uri}")
