@@ -154,6 +154,9 @@ def rollback(config, name: str, *, who: str | None = None, why: str = "") -> tup
     """The champion back to the previous champion in one call (and any rollout stopped); returns
     (from, to). Refused when the trail names no previous champion."""
     plan = read_plan(config, name)
+    if plan.champion is None:
+        raise PhotoscoreError(f"{name!r} has no champion to roll back; promote one with "
+                              f"`photoscore promote --name {name} --version N --alias champion`")
     target = previous_champion(history(config, name), plan.champion)
     if target is None:
         raise PhotoscoreError(f"{name!r}: the audit trail names no champion before version {plan.champion}; "

@@ -63,7 +63,8 @@ def score_table(root, challenger_scores):
 def test_rollout_promote_rollback_and_history_through_the_cli(run, tmp_path):
     code, _, err = run("rollout", "set", "--name", NAME, "--shadow", "100")
     assert code == 1 and "has no champion" in err, err
-    assert run("rollback", "--name", NAME)[0] == 1  # no champion at all yet
+    code, _, err = run("rollback", "--name", NAME)
+    assert code == 1 and "no champion to roll back" in err, err
     assert run("promote", "--name", NAME, "--version", "1", "--alias", "champion", "--why", "first model")[0] == 0
 
     code, _, err = run("rollout", "set", "--name", NAME, "--shadow", "100")
