@@ -16,7 +16,8 @@ computes the missing one.
 
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
-version's partition atomically (jobs/spark_tables.py).
+version's partition atomically (jobs/spark_tables.py). Every row is `served`; `--plan` scores a
+registered model's versions per its rollout plan instead (jobs/score_plan.py, docs/spark.md).
 """
 from __future__ import annotations
 

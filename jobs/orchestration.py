@@ -137,8 +137,9 @@ def scoring_params(settings: Settings, alias: str) -> dict:
     }
 
 
-def score_backfill(settings: Settings, name: str):
-    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params."""
+def score_backfill(settings: Settings, name: str, plan: bool = False):
+    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params
+    (`plan`: the model, models:/NAME, scored per its rollout plan in the registry)."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     from jobs.spark_session import submit_conf
@@ -147,5 +148,5 @@ def score_backfill(settings: Settings, name: str):
         task_id="backfill_scores", application=str(JOBS_DIR / "backfill_scores.py"), name=name,
         conn_id=settings.airflow.spark_conn_id, conf=submit_conf(settings.spark),
         application_args=["--model", "{{ params.model }}", "--format", "{{ params.format }}",
-                          "--tables", "{{ params.tables }}", *SCORES_PREFIX_ARGS],
+                          "--tables", "{{ params.tables }}", *(["--plan"] if plan else []), *SCORES_PREFIX_ARGS],
     )
