@@ -16,7 +16,8 @@ computes the missing one.
 
 Idempotent per score identity (content_sha256, model_name, model_version): identities already in
 the score table are skipped unless `--force`, which rescores them all and replaces the model
-version's partition atomically (jobs/spark_tables.py).
+version's partition atomically (jobs/spark_tables.py). Every row is `served`; `--plan` scores a
+registered model's versions per its rollout plan instead (jobs/score_plan.py, docs/spark.md).
 """
 from __future__ import annotations
 
@@ -153,39 +154,80 @@ def missing_version_message(name: str, version: int, needed: int, tables: str, s
             f"--feature-version {needed}")
 
 
-def run_score_backfill(spark, settings: Settings, model_uri: str, export_format: str, tables: str,
-                       force: bool = False, run_id: str | None = None) -> ScoreBackfillResult:
-    """Score every stored feature row of the model's feature version not yet scored by it."""
-    from pyspark.sql import functions as F
+@dataclass(frozen=True)
+class ScoringModel:
+    """One resolved model version: its bundle and the feature version (and columns) it scores."""
 
+    name: str
+    version: int
+    bundle_dir: Path
+    feature_version: int
+    names: tuple[str, ...]
+
+    @property
+    def prefix(self) -> str:
+        """The quarantine `source_ref` prefix of this version's failed rows."""
+        return f"models:/{self.name}/{self.version}#"
+
+
+def resolve_model(settings: Settings, model_uri: str, export_format: str) -> ScoringModel:
+    """The model a URI names, its export gated on the driver (a version whose parity verdict for
+    `export_format` is not passed is refused before any work)."""
     from models.registry import resolve_bundle
     from udfs.bundle import read_feature_schema
-    from udfs.formats import gated, get_format
+    from udfs.formats import gated
 
-    export_format = get_format(export_format).id  # unknown ids fail before any work; aliases warn
-    store = TableStore(spark, tables)
-    store.recover()
-    run_id = run_id or new_run_id()
     name, version, bundle_dir = resolve_bundle(model_uri, settings)
-    gated(bundle_dir, export_format)  # refuse an export whose parity verdict is not passed, on the driver
+    gated(bundle_dir, export_format)
     schema = read_feature_schema(bundle_dir)
-    names = list(schema.names)
-    prefix = f"models:/{name}/{version}#"
+    return ScoringModel(name, int(version), bundle_dir, schema.feature_version, tuple(schema.names))
 
-    stored = store.read("features")
-    features = stored.where(F.col("feature_version") == schema.feature_version)
+
+def features_of(stored, model: ScoringModel, tables: str):
+    """The stored feature rows of the model's feature version; refused (naming the command that
+    computes them) when the table holds only other versions. An empty table scores nothing."""
+    from pyspark.sql import functions as F
+
+    features = stored.where(F.col("feature_version") == model.feature_version)
     if not features.take(1):
-        # Features of other versions only: a mismatch to refuse. An empty table scores nothing.
         others = sorted(r[0] for r in stored.select("feature_version").distinct().collect())
         if others:
-            raise PhotoscoreError(missing_version_message(name, version, schema.feature_version, tables, others))
-    partition = score_partition_path(store, name, version)
-    if store.has_data(partition) and not force:
-        known = spark.read.parquet(partition).select("content_sha256").distinct().withColumn("_known", F.lit(True))
-    else:
+            raise PhotoscoreError(missing_version_message(model.name, model.version, model.feature_version,
+                                                          tables, others))
+    return features
+
+
+# The score row columns a rewritten known row keeps from its stored row (all but its identity and role).
+_KEPT = ("photo_id", "export_format", "score", "feature_version", "scored_at_ms", "source", "from_cache")
+
+
+def score_version(spark, settings: Settings, store: TableStore, model: ScoringModel, features, export_format: str,
+                  commit: Commit, *, force: bool = False, roles=None) -> tuple[ScoreBackfillResult, int, object]:
+    """Stage one model version's scores of `features` (its feature version's rows) into `commit`;
+    returns (counts, score rows staged, its new quarantine rows: a frame for `stage_quarantine`).
+
+    `roles` None: every row is `served`, identities already in the version's partition are skipped
+    (`known`) and only new rows are added (unless `force`: all rescored, the partition replaced).
+    `roles` a frame (content_sha256, role): `features` are the contents the version scores per a
+    rollout plan; the partition is replaced by exactly those contents' rows, each with its role,
+    rows already scored rewritten from their stored score (`known`) instead of scored again.
+    """
+    from pyspark.sql import functions as F
+
+    names = list(model.names)
+    tag = "" if roles is None else f"v{model.version}-"
+    partition = score_partition_path(store, model.name, model.version)
+    if force:
         known = spark.createDataFrame([], "content_sha256 string, _known boolean")
+    else:
+        known = (store.read("scores").where((F.col("model_name") == model.name)
+                                            & (F.col("model_version") == model.version))
+                 .dropDuplicates(["content_sha256"])
+                 .select("content_sha256", F.lit(True).alias("_known"), *[F.col(c).alias(f"_k_{c}") for c in _KEPT]))
+        if roles is None:
+            known = known.select("content_sha256", "_known")
     quarantine = store.read("quarantine")
-    bad = (quarantine.where(F.col("source_ref").startswith(prefix)).select("content_sha256").distinct()
+    bad = (quarantine.where(F.col("source_ref").startswith(model.prefix)).select("content_sha256").distinct()
            .withColumn("_bad", F.lit(True)))
     if force:
         bad = bad.limit(0)
@@ -193,8 +235,8 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
               .withColumn("_finite", _finite_all(names)))
     todo = status.where(F.col("_known").isNull() & F.col("_bad").isNull() & F.col("_finite"))
 
-    scored_path = store.staging(run_id, "scored")
-    outcome = write_counted(score_frame_spark(spark, settings, todo, bundle_dir, names, export_format, name),
+    scored_path = store.staging(commit.run_id, f"{tag}scored")
+    outcome = write_counted(score_frame_spark(spark, settings, todo, model.bundle_dir, names, export_format, model.name),
                             scored_path, failed=F.count(F.when(~F.col("ok"), 1)))
     scored = spark.read.parquet(scored_path)
 
@@ -205,46 +247,76 @@ def run_score_backfill(spark, settings: Settings, model_uri: str, export_format:
         F.count(F.when(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite"), 1))
         .alias("non_finite")).first()
 
-    commit = Commit(run_id)
     # model_name and model_version are the partition's directory names, not file columns.
-    score_rows = conform(scored.where("ok"), file_layout("scores"), export_format=F.lit(export_format),
-                         role=F.lit("served"),
-                         feature_version=F.lit(schema.feature_version), source=F.lit("batch"),
+    layout = file_layout("scores")
+    new_rows = scored.where("ok")
+    role = F.lit("served")
+    if roles is not None:
+        new_rows, role = new_rows.join(roles, "content_sha256"), F.col("role")
+    score_rows = conform(new_rows, layout, export_format=F.lit(export_format), role=role,
+                         feature_version=F.lit(model.feature_version), source=F.lit("batch"),
                          from_cache=F.lit(False))
+    if roles is not None:
+        carried = conform(status.where(F.col("_known")), layout, role=F.col("role"),
+                          **{c: F.col(f"_k_{c}") for c in _KEPT})
+        score_rows = score_rows.unionByName(carried)
     quarantine_files = file_layout("quarantine")
-    source_ref = F.concat(F.lit(prefix), "content_sha256")
+    source_ref = F.concat(F.lit(model.prefix), "content_sha256")
     non_finite = conform(
         status.where(F.col("_known").isNull() & F.col("_bad").isNull() & ~F.col("_finite")), quarantine_files,
         source_ref=source_ref, stage=F.lit("features"), reason_code=F.lit("non_finite_feature"),
         detail=F.lit("a stored feature is NaN or infinite"), seen_at_ms=F.lit(int(time.time() * 1000)))
     failed = conform(scored.where(~F.col("ok")), quarantine_files, source_ref=source_ref,
-                     seen_at_ms=F.col("scored_at_ms"), feature_version=F.lit(schema.feature_version))
+                     seen_at_ms=F.col("scored_at_ms"), feature_version=F.lit(model.feature_version))
     quarantine_rows = conform(
         non_finite.unionByName(failed)
         .join(quarantine.select("source_ref", "reason_code"), ["source_ref", "reason_code"], "left_anti"),
         quarantine_files)
     parallelism = spark.sparkContext.defaultParallelism
-    staged_scores = store.staging(run_id, "out_scores")
-    target = f"{partition}/run_id={run_id}"
+    staged_scores = store.staging(commit.run_id, f"{tag}out_scores")
+    target = f"{partition}/run_id={commit.run_id}"
     n_scores = write_counted(score_rows.coalesce(max(1, parallelism)), staged_scores)["rows"]
     if n_scores:
         commit.moves.append((staged_scores, target))
-        if force:
-            commit.replaces.append((partition, target))
-    staged_q = store.staging(run_id, "out_quarantine")
-    n_quarantine = write_counted(quarantine_rows.coalesce(1), staged_q)["rows"]
-    if n_quarantine:
-        commit.moves.append((staged_q, f"{store.table('quarantine')}/run_id={run_id}"))
-    store.commit(commit)
-
+    if force or roles is not None:
+        # The partition is replaced: a plan run even when it keeps no row of the version.
+        commit.replaces.append((partition, target))
     result = ScoreBackfillResult(
-        run_id=run_id, model_name=name, model_version=version, export_format=export_format,
+        run_id=commit.run_id, model_name=model.name, model_version=model.version, export_format=export_format,
         rows=int(totals["rows"]), scored=outcome["rows"] - outcome["failed"], known=int(totals["known"]),
         quarantined=int(totals["known_bad"]) + int(totals["non_finite"]) + outcome["failed"])
     if result.rows != result.scored + result.known + result.quarantined:
         raise PhotoscoreError(f"counts do not reconcile: {result}")
-    store.write_report(run_id, {"job": "scores", **asdict(result), "decoded": 0,
-                                "written": {"scores": n_scores, "quarantine": n_quarantine}})
+    return result, n_scores, quarantine_rows
+
+
+def stage_quarantine(store: TableStore, commit: Commit, frames) -> int:
+    """Stage the quarantine rows of a run (one partition per run, whatever it scored) into
+    `commit`; returns how many."""
+    staged = store.staging(commit.run_id, "out_quarantine")
+    n_quarantine = write_counted(reduce(lambda a, b: a.unionByName(b), frames).coalesce(1), staged)["rows"]
+    if n_quarantine:
+        commit.moves.append((staged, f"{store.table('quarantine')}/run_id={commit.run_id}"))
+    return n_quarantine
+
+
+def run_score_backfill(spark, settings: Settings, model_uri: str, export_format: str, tables: str,
+                       force: bool = False, run_id: str | None = None) -> ScoreBackfillResult:
+    """Score every stored feature row of the model's feature version not yet scored by it."""
+    from udfs.formats import get_format
+
+    export_format = get_format(export_format).id  # unknown ids fail before any work; aliases warn
+    store = TableStore(spark, tables)
+    store.recover()
+    model = resolve_model(settings, model_uri, export_format)
+    features = features_of(store.read("features"), model, tables)
+    commit = Commit(run_id or new_run_id())
+    result, n_scores, failed = score_version(spark, settings, store, model, features, export_format, commit,
+                                             force=force)
+    n_quarantine = stage_quarantine(store, commit, [failed])
+    store.commit(commit)
+    store.write_report(commit.run_id, {"job": "scores", **asdict(result), "decoded": 0,
+                                       "written": {"scores": n_scores, "quarantine": n_quarantine}})
     return result
 
 
@@ -257,6 +329,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "orchestrator finds its runs' reports under TABLES/_runs by it")
     parser.add_argument("--force", action="store_true",
                         help="rescore identities already scored, replacing the version's rows atomically")
+    parser.add_argument("--plan", action="store_true",
+                        help="score per the registry's rollout plan of --model models:/NAME (default "
+                             "mlflow.model_name): the champion every content, the challenger its shadow and "
+                             "canary arms, each row served or shadow (docs/spark.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point: prints the model line, then the final counts line."""
+    """spark-submit entry point: prints the run and model line, (with --plan: the plan, arms and each
+    version's counts,) then the final counts line."""
     from jobs.spark_session import get_session
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -277,16 +354,25 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.tables or settings.resolve(settings.storage.tables)
     spark = get_session(settings.spark, "photoscore-backfill-scores")
     try:
-        result = run_score_backfill(spark, settings, model_args.model_uri(args, settings),
-                                    model_args.export_format(args, settings),
-                                    tables, args.force, new_run_id(args.run_prefix))
+        export = model_args.export_format(args, settings)
+        run_id = new_run_id(args.run_prefix)
+        if args.plan:
+            from jobs.score_plan import plan_model_name, run_plan_backfill
+
+            planned = run_plan_backfill(spark, settings, plan_model_name(args.model, settings), export, tables,
+                                        args.force, run_id)
+            out = [f"run={planned.run_id} model={planned.model_name} format={export}", *planned.lines()]
+        else:
+            result = run_score_backfill(spark, settings, model_args.model_uri(args, settings), export, tables,
+                                        args.force, run_id)
+            out = [f"run={result.run_id} model={result.model_name}/{result.model_version} "
+                   f"format={result.export_format}", result.line()]
     except PhotoscoreError as exc:
         print(f"backfill scores: {exc}", file=sys.stderr)
         return 1
     finally:
         spark.stop()
-    print(f"run={result.run_id} model={result.model_name}/{result.model_version} format={result.export_format}")
-    print(result.line())
+    print("\n".join(out))
     return 0
 
 

@@ -171,9 +171,11 @@ def _scores_submit(settings: Settings, task_id: str, name: str, model_args: list
     )
 
 
-def score_backfill(settings: Settings, name: str):
-    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params."""
-    return _scores_submit(settings, "backfill_scores", name, ["--model", "{{ params.model }}"], SCORES_PREFIX_ARGS)
+def score_backfill(settings: Settings, name: str, plan: bool = False):
+    """The score backfill step: jobs/backfill_scores.py through spark-submit, with the run's params
+    (`plan`: the model, models:/NAME, scored per its rollout plan in the registry)."""
+    return _scores_submit(settings, "backfill_scores", name,
+                          ["--model", "{{ params.model }}", *(["--plan"] if plan else [])], SCORES_PREFIX_ARGS)
 
 
 def plan_scores_args(stage: str) -> tuple[list[str], list[str]]:

@@ -62,7 +62,11 @@ def check_report(tables: str, report: dict) -> list[str]:
     """The problems of one run's report (empty when its counts and committed rows agree)."""
     run = report["run_id"]
     problems = []
-    if report["job"] == "features":
+    if report["job"] == "scores_plan":
+        # A run per a rollout plan: one score report per version, then its own quarantine rows.
+        problems = [p for version in report["versions"] for p in check_report(tables, {**version, "job": "scores"})]
+        model = None
+    elif report["job"] == "features":
         if report["inputs"] != report["featured"] + report["quarantined"] + report["known"]:
             problems.append(f"{run}: inputs {report['inputs']} != featured {report['featured']} + "
                             f"quarantined {report['quarantined']} + known {report['known']}")
@@ -105,10 +109,10 @@ def reconcile(tables: str, reports: list[dict], max_quarantine_share: float) -> 
                 f"{report['run_id']}: inputs={report['inputs']} featured={report['featured']} "
                 f"quarantined={report['quarantined']} known={report['known']} decoded={report['decoded']}")
         else:
-            verdict.lines.append(
-                f"{report['run_id']}: {report['model_name']}/{report['model_version']} ({report['export_format']}) "
-                f"rows={report['rows']} scored={report['scored']} known={report['known']} "
-                f"quarantined={report['quarantined']} decoded={report['decoded']}")
+            verdict.lines += [
+                f"{report['run_id']}: {v['model_name']}/{v['model_version']} ({v['export_format']}) "
+                f"rows={v['rows']} scored={v['scored']} known={v['known']} "
+                f"quarantined={v['quarantined']} decoded={report['decoded']}" for v in report.get("versions", [report])]
         verdict.problems += check_report(tables, report)
     bad, total, reasons = quarantine_share(reports)
     if total:

@@ -238,21 +238,25 @@ class TableStore:
 
 
 def register_views(spark, root: str) -> list[str]:
-    """Temp views `features`, `photos`, `scores`, `quarantine` and `photo_scores` over ROOT.
+    """Temp views `features`, `photos`, `scores`, `quarantine`, `scores_served` and `photo_scores`
+    over ROOT.
 
-    Each view has its table's layout (`table_schema`; `scores` carries `model_version` as a
-    number); `photo_scores` gives every photo id the score of its content (duplicates share one
+    Each table view has its table's layout (`table_schema`; `scores` carries `model_version` as a
+    number and every row, served and shadow); `scores_served` is what consumers read: the score
+    rows with role `served` (or none: files from before roles, all served), never a shadow row;
+    `photo_scores` gives every photo id the served score of its content (duplicates share one
     score row). Returns the view names.
     """
     store = TableStore(spark, root)
     frames = {name: store.read(name) for name in TABLES}
     for name, frame in frames.items():
         frame.createOrReplaceTempView(name)
+    spark.sql("SELECT * FROM scores WHERE role IS NULL OR role = 'served'").createOrReplaceTempView("scores_served")
     spark.sql(
         "SELECT p.photo_id, p.uri, s.content_sha256, s.model_name, s.model_version, s.export_format, s.score, "
-        "s.feature_version, s.scored_at_ms FROM photos p JOIN scores s ON p.content_sha256 = s.content_sha256"
+        "s.feature_version, s.scored_at_ms FROM photos p JOIN scores_served s ON p.content_sha256 = s.content_sha256"
     ).createOrReplaceTempView("photo_scores")
-    return [*frames, "photo_scores"]
+    return [*frames, "scores_served", "photo_scores"]
 
 
 def run_sql(spark, tables: str, query: str):

@@ -20,6 +20,7 @@ from udfs.features import (FEATURE_SETS, FEATURE_VERSION, FEATURE_VERSIONS, Feat
                            extract_features, feature_set)
 from udfs.photo_io import PhotoReader, local_path
 from udfs.quarantine import now_ms
+from udfs.rollout import RolloutPlan, arm, assignments
 from udfs.schemas import FEATURE_KEYS, PHOTOS, QUARANTINE, SCORE, feature_table_schema, frame, pick
 
 # --- feature backfill -----------------------------------------------------------------------------
@@ -201,6 +202,27 @@ def score_arrays(bundle_name: str, driver_bundle: str, export_format: str, threa
     return run
 
 
+# --- rollouts -------------------------------------------------------------------------------------
+
+# A content's place in a rollout plan: its arm and the versions that serve and shadow-score it.
+ARMS = pa.schema([("arm", pa.string()), ("served_version", pa.int64()), ("shadow_version", pa.int64())])
+
+
+def rollout_arms(plan: RolloutPlan) -> Callable[[pd.Series], pd.DataFrame]:
+    """pandas UDF body (struct result, ARMS): content_sha256 -> its arm and the versions serving
+    and shadow-scoring it, by `udfs.rollout.arm` and `assignments` themselves, so a content gets
+    the arm in the Spark backfill that the Flink stream gives it (no second hash to drift)."""
+
+    def run(contents: pd.Series) -> pd.DataFrame:
+        rows = []
+        for content in contents:
+            given = {a.role: a.version for a in assignments(content, plan)}
+            rows.append([arm(content, plan), given.get("served"), given.get("shadow")])
+        return frame(ARMS, rows, nullable=["served_version", "shadow_version"])
+
+    return run
+
+
 def python_udfs_in_plan(df) -> list[str]:
     """Python-executing operators in a DataFrame's physical plan (empty: rows never leave the JVM)."""
     plan = df._jdf.queryExecution().executedPlan().toString()
@@ -211,5 +233,5 @@ def python_udfs_in_plan(df) -> list[str]:
 
 __all__ = [
     "HASH_SCHEMA", "EXTRACT_SCHEMA", "FEATURE_TABLE", "TABLE_FEATURE_NAMES", "hash_partitions",
-    "extract_partitions", "score_arrays", "bundle_on_worker", "cached_scorer", "python_udfs_in_plan",
+    "extract_partitions", "score_arrays", "ARMS", "rollout_arms", "bundle_on_worker", "cached_scorer", "python_udfs_in_plan",
 ]

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                                description=backfill_features.__doc__.split("\n\n")[0])
     backfill_features.add_arguments(features)
     features.set_defaults(handler=run, script="backfill_features.py")
-    scores = jobs.add_parser("scores", help="stored features -> scores of one model version",
+    scores = jobs.add_parser("scores", help="stored features -> scores of one model version, or of a model's rollout plan (--plan)",
                              description=backfill_scores.__doc__.split("\n\n")[0])
     backfill_scores.add_arguments(scores)
     scores.set_defaults(handler=run, script="backfill_scores.py")
@@ -36,8 +36,9 @@ def job_arguments(args) -> list[str]:
         value = getattr(args, dest, None)
         if value is not None:
             out += [flag, str(value)]
-    if getattr(args, "force", False):
-        out.append("--force")
+    for flag in ("force", "plan"):
+        if getattr(args, flag, False):
+            out.append(f"--{flag}")
     for item in args.overrides:
         out += ["--set", item]
     return out

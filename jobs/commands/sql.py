@@ -1,7 +1,9 @@
 """`photoscore sql "SELECT ..."`: Spark SQL over the backfill tables.
 
 Views: `features`, `photos` (photo_id -> content_sha256), `scores` (one row per content and model
-version), `quarantine`, and `photo_scores` (every photo id with the score of its content).
+version, served and shadow: a rollout's challenger or a former champion), `quarantine`,
+`scores_served` (what consumers read: the served rows only, never a shadow score) and
+`photo_scores` (every photo id with the served score of its content).
 """
 from __future__ import annotations
 
