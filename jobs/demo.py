@@ -40,6 +40,23 @@ def step(title: str, argv: list[str]) -> None:
     print(f"({time.monotonic() - started:.1f} s)", flush=True)
 
 
+def lifecycle_step(title: str, argv: list[str]) -> None:
+    """`step` for the lifecycle DAG, whose run fails on purpose when a rollout stage's comparison
+    does: the demo goes on when the audit trail's newest event is that stopped rollout (and shows
+    it), and stops on any other failure."""
+    print(f"\n== {title}\n$ photoscore {' '.join(argv)}", flush=True)
+    started = time.monotonic()
+    if photoscore(argv) != 0:
+        from models.rollouts import history
+
+        last = (history(load_settings(), MODEL_NAME) or [{}])[-1]
+        if last.get("action") != "rollout_stop" or not str(last.get("who", "")).startswith("airflow:"):
+            sys.exit(f"demo: `photoscore {' '.join(argv)}` failed")
+        print(f"the staged rollout stopped the challenger: {last['why']}\n"
+              f"(the champion stays v{last['to']}; `photoscore models --history` shows the trail)", flush=True)
+    print(f"({time.monotonic() - started:.1f} s)", flush=True)
+
+
 def feature_summary(features: pd.DataFrame, labels: pd.DataFrame, quarantine: pd.DataFrame) -> str:
     """Counts, quarantine reasons, and one telling feature per label: degraded vs clean medians."""
     joined = features.merge(labels, on="photo_id", how="inner")
@@ -100,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     run_stream_demo(load_settings(), corpus)
 
     lifecycle = {"features": str(features_dir / "features.parquet"), "labels": str(corpus / "labels.parquet"),
-                 "model_types": ["lightgbm"], "approve": True}
-    step("9. Airflow: the model lifecycle DAG (train, gate, compare with the champion on the held-out "
-         "split, approve by param), run end to end with `airflow dags test`",
-         ["airflow", "test", "photoscore_model_lifecycle", "--conf", json.dumps(lifecycle)])
+                 "model_types": ["lightgbm"], "approve": True, "tables": str(args.dir / "tables"),
+                 "format": "native"}
+    lifecycle_step("9. Airflow: the model lifecycle DAG (train, gate, compare with the champion on the held-out "
+                   "split; a winner goes through shadow -> canary 5 % -> canary 50 % with a comparison after "
+                   "each stage, then approval by param), run end to end with `airflow dags test`",
+                   ["airflow", "test", "photoscore_model_lifecycle", "--conf", json.dumps(lifecycle)])
     backfill = {"input": [str(corpus / "photos")], "tables": str(args.dir / "tables"), "model":
                 f"models:/{MODEL_NAME}@champion", "format": "m2cgen-java"}
     step("10. Airflow: the backfill DAG over the same photos (nothing new: nothing is decoded), then reconcile",

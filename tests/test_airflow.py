@@ -39,7 +39,9 @@ def airflow_home(tmp_path_factory, monkeypatch_module):
     env = {"PHOTOSCORE_HOME": str(home), "PHOTOSCORE_AIRFLOW_BACKFILL_SCHEDULE": "",
            "PHOTOSCORE_AIRFLOW_STREAM_WATCH_SCHEDULE": "", "PHOTOSCORE_AIRFLOW_MAX_QUARANTINE_SHARE": "0.5",
            "PHOTOSCORE_AIRFLOW_TASK_RETRIES": "0", "PHOTOSCORE_SPARK_MASTER": "local[2]"}
-    for key in [k for k in os.environ if k.startswith("PHOTOSCORE_")]:
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's registry would win
+    # over this home's in every task (the ecosystem variable outranks config).
+    for key in [k for k in os.environ if k.startswith("PHOTOSCORE_") or k == "MLFLOW_TRACKING_URI"]:
         monkeypatch_module.delenv(key)
     for key, value in env.items():
         monkeypatch_module.setenv(key, value)
@@ -127,7 +129,7 @@ def test_lifecycle_registers_gates_compares_and_promotes(airflow_home, training_
                       {**training_data, "model_types": ["xgboost", "logreg"], "approve": True}, timeout_s=900)
     assert first.state == "success", first.states
     assert first.states["train[0]"] == first.states["train[1]"] == "success"
-    assert first.states["approval"] == "skipped" and first.states["promote_champion"] == "success"
+    assert first.states["approval"] == "skipped" and first.states["promote_champion"] == "success", first.states
     aliases = _aliases(settings)
     assert aliases["champion"] == aliases["challenger"] in (1, 2)  # no champion before: the best took both
     # A new version that cannot beat the champion by the margin: the run ends, no alias moves.
