@@ -330,9 +330,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="rescore identities already scored, replacing the version's rows atomically")
     parser.add_argument("--plan", action="store_true",
-                        help="score per the registry's rollout plan of --model models:/NAME (default "
-                             "mlflow.model_name): the champion every content, the challenger its shadow and "
-                             "canary arms, each row served or shadow (docs/spark.md)")
+                        help="score per the registry's rollout plan of --model models:/NAME (default: every "
+                             "model of scoring.models, else mlflow.model_name): the champion every content, the "
+                             "challenger its shadow and canary arms, each row served or shadow (docs/spark.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,9 +359,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.plan:
             from jobs.score_plan import plan_model_name, run_plan_backfill
 
-            planned = run_plan_backfill(spark, settings, plan_model_name(args.model, settings), export, tables,
-                                        args.force, run_id)
-            out = [f"run={planned.run_id} model={planned.model_name} format={export}", *planned.lines()]
+            # Without --model: every model of scoring.models, each per its own plan, in one session
+            # (one run, and one commit, per model).
+            names = ([plan_model_name(args.model, settings)] if args.model
+                     else settings.scoring.model_names(settings.mlflow))
+            out = []
+            for i, name in enumerate(names):
+                planned = run_plan_backfill(spark, settings, name, export, tables, args.force,
+                                            run_id if i == 0 else new_run_id(args.run_prefix))
+                out += [f"run={planned.run_id} model={planned.model_name} format={export}", *planned.lines()]
         else:
             result = run_score_backfill(spark, settings, model_args.model_uri(args, settings), export, tables,
                                         args.force, run_id)

@@ -194,3 +194,26 @@ def test_spark_submit_plan_run_prints_each_version_and_reconciles(rollout_home):
     refused = submit("backfill_scores.py", ["--model", f"models:/{NAME}@champion", "--plan", "--tables", str(root)],
                      config.home)
     assert refused.returncode == 1 and "models:/NAME" in refused.stdout + refused.stderr
+
+
+@pytest.mark.integration
+def test_a_plan_run_without_a_model_scores_every_model_of_scoring_models(spark, rollout_home, versioned_frames):
+    """Several models per photo in the batch: a text model next to the quality model, each scored
+    per its own plan from the same stored features, each served once per content."""
+    from models.rollouts import promote
+    from models.train import train_and_register
+    from models.trainers import TrainParams
+
+    config, root = rollout_home
+    fp, lp = versioned_frames[OLD]
+    text = train_and_register(fp, lp, "has_text", "xgboost", "photo_text", config, TrainParams(trees=15, depth=3))
+    promote(config, "photo_text", int(text.version), "champion")
+    done = submit("backfill_scores.py", ["--plan", "--format", "native", "--tables", str(root),
+                                         "--set", f"scoring.models=[{NAME}, photo_text]"], config.home)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sum(line.startswith("run=") for line in done.stdout.splitlines()) == 2
+    register_views(spark, str(root))
+    contents = spark.sql("SELECT COUNT(DISTINCT content_sha256) FROM features").first()[0]
+    for model in (NAME, "photo_text"):
+        served = spark.sql(f"SELECT content_sha256 FROM scores_served WHERE model_name = '{model}'").collect()
+        assert len(served) == len({r[0] for r in served}) == contents, model
