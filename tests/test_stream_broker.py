@@ -51,7 +51,8 @@ def test_ephemeral_broker_lifecycle_and_idempotent_topics(tmp_path):
         assert status["healthy"] and status["bootstrap"] == state["bootstrap"] and status["mode"] == "ephemeral"
         out = _script(home)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.count("created partitions=2 retention.ms=3600000") == 3
+        # Every topic of kafka.topics: uploads, scores, shadow scores, dead letters.
+        assert out.stdout.count("created partitions=2 retention.ms=3600000") == len(config.kafka.topics.model_dump()) == 4
         again = _script(home)
         assert again.returncode == 0 and "created" not in again.stdout and "partitions" not in again.stdout
         # What differs is updated - or, where the broker cannot (Tansu has no CreatePartitions),

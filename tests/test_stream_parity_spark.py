@@ -27,7 +27,8 @@ def test_spark_backfill_and_stream_agree_exactly(spark, spark_corpus, versioned_
     from jobs.spark_tables import register_views
     from models.registry import resolve_bundle
     from udfs.messages import encode_upload
-    from udfs.stream_scoring import SCORES, load_model, process_message, upload_intake
+    from udfs.stream_models import load_model
+    from udfs.stream_scoring import SCORES, process_message, upload_intake
 
     home, models = versioned_model_home
     config, v1 = home_config(home), models[feature_version]

@@ -19,6 +19,7 @@ from _stream_fixtures import MODEL, collect, produce, running_broker, running_st
 from jobs.supervise import wait_until
 from jobs.topic_io import file_upload, read_topic
 from models.build import build_bundle
+from udfs.features import content_sha256
 from udfs.rollout import arm
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,18 @@ def test_canary_split_rollback_and_guardrail_in_the_running_stream(stream_regist
             # 1. Canary 30 % mid-stream: served scores split by the plan's arms, every canary
             # content paired with a champion shadow score, no shadow score among the served.
             plan = set_rollout(registry, MODEL, challenger=faithful, canary_percent=30, why="test canary")
-            time.sleep(2 * POLL_MS / 1000 + 1)  # every subtask has polled the plan since
+            # A new challenger serves once each subtask has polled the plan AND loaded its bundle
+            # (slower on a loaded machine): wait until canary contents spread over both subtasks'
+            # keys are all served by it.
+            canary_probes = [p for p in contents if arm(content_sha256(Path(p).read_bytes()), plan) == "canary"][:8]
+
+            def follows_plan() -> bool:
+                i = next(probes)
+                refs = _send(bootstrap, config, canary_probes, f"follow{i}-")
+                scores, _ = collect(config, bootstrap, set(refs), job_log=log)
+                return all(s["model_version"] == faithful for s in _served(scores, refs).values())
+
+            wait_until(follows_plan, 120, 0, what="every subtask to serve the canary")
             refs = _send(bootstrap, config, contents, "canary-")
             scores, dlq = collect(config, bootstrap, set(refs), job_log=log)
             served = _served(scores, refs)

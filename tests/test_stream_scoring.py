@@ -185,9 +185,12 @@ def test_rollout_holder_follows_the_plan_reuses_loaded_versions_and_survives_reg
     state["plan"] = RolloutPlan("m", 1, 2, shadow_percent=50, canary_percent=30, salt="s")
     third = holder.refresh()
     assert third.plan.canary_percent == 30 and third.models == second.models and state["resolves"] == 2
-    # Rolled back to v2 alone: v1 leaves the set.
+    # v2 promoted alone: v1 leaves the set but stays warm, so rolling back to it loads nothing.
     state["plan"] = RolloutPlan("m", 2)
     assert set(holder.refresh().models) == {2} and state["resolves"] == 2
+    state["plan"] = RolloutPlan("m", 1)
+    back = holder.refresh()
+    assert set(back.models) == {1} and back.models[1] is first.models[1] and state["resolves"] == 2
 
 
 def test_rollout_holder_polls_in_the_background_idle_or_not(xgb, logreg):

@@ -73,6 +73,11 @@ class ServingSet:
         return cls(RolloutPlan(model.name, model.version), {model.version: model})
 
 
+# Versions that left the plan stay loaded, the newest few: a rollback to the previous champion (or
+# a canary set back to 0 and raised again) swaps within one poll, with no download and no load.
+WARM_VERSIONS = 2
+
+
 class RolloutHolder:
     """One registered model's ServingSet, re-read every `poll_interval_s` in a background thread
     (`start`).
@@ -95,6 +100,7 @@ class RolloutHolder:
         self.poll_interval_s = float(poll_interval_s)
         self.guardrail, self._end_canary = guardrail, end_canary
         self._serving: Optional[ServingSet] = None
+        self._warm: dict[int, LoadedModel] = {}  # retired versions, oldest first
         self._polling = threading.Lock()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -115,8 +121,10 @@ class RolloutHolder:
             plan = self._read_plan()
             current = self._serving
             if current is None or plan != current.plan:
-                loaded = dict(current.models) if current else {}
+                loaded = {**self._warm, **(current.models if current else {})}
                 models = {v: loaded.get(v) or self._load(v) for v in plan.versions}
+                retired = [v for v in loaded if v not in models]
+                self._warm = {v: loaded[v] for v in retired[-WARM_VERSIONS:]}
                 self._serving = ServingSet(plan, models)
                 self.swaps += current is not None
                 log.info("model %s now scores with %s (was: %s)", self.name, plan.describe(),
