@@ -199,14 +199,21 @@ def promote(config, name: str, version: str, alias: str):
     """Point `alias` at `version` of `name`; refuses a version whose parity gate failed."""
     if alias not in ALIASES:
         raise PhotoscoreError(f"alias must be one of {', '.join(ALIASES)}, got {alias!r}")
-    mv = get_version(config, name, version=version)
+    mv = require_passed_parity(config, name, version)
+    client(config).set_registered_model_alias(name, alias, str(version))
+    return mv
+
+
+def require_passed_parity(config, name: str, version) -> Any:
+    """The ModelVersion, when its parity gate passed; a PhotoscoreError naming the failed exports
+    otherwise (such a version never takes an alias, never serves)."""
+    mv = get_version(config, name, version=str(version))
     verdict = mv.tags.get("parity")
     if verdict != "passed":
         failed = mv.tags.get("parity_failed_exports") or "unknown"
         raise PhotoscoreError(
             f"version {version} of {name!r} failed its parity gate (exports: {failed}; parity={verdict}); "
             "a version that fails parity can never take an alias - fix the export and retrain")
-    client(config).set_registered_model_alias(name, alias, str(version))
     return mv
 
 

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from models.registry import client, get_registered, get_version, promote as set_alias
+from models.registry import client, get_registered, promote as set_alias, require_passed_parity
 from udfs.errors import PhotoscoreError
 from udfs.rollout import PLAN_TAG, RolloutPlan, new_salt, plan_from_tags, plan_tag
 
@@ -65,13 +65,6 @@ def _write_plan(config, plan: RolloutPlan) -> RolloutPlan:
     return plan
 
 
-def _passed_parity(config, name: str, version: int) -> None:
-    mv = get_version(config, name, version=str(version))
-    if mv.tags.get("parity") != "passed":
-        raise PhotoscoreError(f"version {version} of {name!r} failed its parity gate "
-                              f"(exports: {mv.tags.get('parity_failed_exports') or 'unknown'}); it can never serve")
-
-
 def set_rollout(config, name: str, *, shadow_percent: float | None = None, canary_percent: float | None = None,
                 challenger: int | None = None, who: str | None = None, why: str = "") -> RolloutPlan:
     """Start or change the rollout of `challenger` (default: the `challenger` alias, else the plan's).
@@ -92,7 +85,7 @@ def set_rollout(config, name: str, *, shadow_percent: float | None = None, canar
                               "to the `challenger` alias")
     if challenger == current.champion:
         raise PhotoscoreError(f"version {challenger} of {name!r} is the champion already; a rollout tries another")
-    _passed_parity(config, name, challenger)
+    require_passed_parity(config, name, challenger)
     same = current.challenger == challenger and current.salt
     plan = RolloutPlan(name, current.champion, challenger,
                        current.shadow_percent if shadow_percent is None and same else float(shadow_percent or 0),
