@@ -20,6 +20,10 @@ from models.trainers import TrainParams, train_native
 from udfs.bundle import BUNDLE_VERSION, FEATURE_SCHEMA, MANIFEST, MODEL_TYPES, FeatureSchema, write_checksums
 from udfs.errors import PhotoscoreError
 from udfs.formats import all_formats, load_scorer, reference_format
+from udfs.reference_profile import build_profile, quarantine_summary, write_profile
+
+# Training rows sampled into the reference profile when the caller does not say (monitor.profile_rows).
+DEFAULT_PROFILE_ROWS = 2000
 
 
 @dataclass
@@ -59,8 +63,14 @@ def seal_and_gate(bundle_dir: Path, test_X: np.ndarray, train_X: np.ndarray) -> 
     return report, write_checksums(bundle_dir)
 
 
-def build_bundle(model_type: str, data: TrainingData, params: TrainParams, bundle_dir: Path | str) -> BuiltBundle:
-    """Train `model_type` on `data["train"]` and write a complete, gated bundle to `bundle_dir`."""
+def build_bundle(model_type: str, data: TrainingData, params: TrainParams, bundle_dir: Path | str,
+                 quarantine: dict[str, Any] | None = None, profile_rows: int = DEFAULT_PROFILE_ROWS) -> BuiltBundle:
+    """Train `model_type` on `data["train"]` and write a complete, gated bundle to `bundle_dir`.
+
+    The bundle ends with its reference profile (udfs/reference_profile.py): the training split's
+    features, the held-out split's scores and `quarantine` (`quarantine_summary` of the photos the
+    features came from; unknown: no photo counted as quarantined), sealed by the final checksums.
+    """
     if model_type not in MODEL_TYPES:
         raise PhotoscoreError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
     bundle_dir = Path(bundle_dir)
@@ -83,8 +93,14 @@ def build_bundle(model_type: str, data: TrainingData, params: TrainParams, bundl
         "exports": {reference.id: {"available": True, "files": [facts["native_file"]]}},
     }
     write_exports(bundle_dir, manifest)
-    report, digest = seal_and_gate(bundle_dir, test.X, train.X)
+    report, _ = seal_and_gate(bundle_dir, test.X, train.X)
     scorer = load_scorer(bundle_dir, reference.id)
-    metrics = {name: evaluate(split.y, scorer.score(split.X)) for name, split in data.splits.items()
-               if len(split.y)}
+    scores = {name: scorer.score(split.X) for name, split in data.splits.items() if len(split.y)}
+    metrics = {name: evaluate(data[name].y, split_scores) for name, split_scores in scores.items()}
+    held_out = scores.get("test", scores["train"])
+    if quarantine is None:
+        quarantine = quarantine_summary(sum(len(split.y) for split in data.splits.values()), ())
+    write_profile(bundle_dir, build_profile(data.feature_names, train.X, held_out, data.feature_version,
+                                            quarantine, profile_rows))
+    digest = write_checksums(bundle_dir)
     return BuiltBundle(bundle_dir, model_type, report, metrics, digest, facts)

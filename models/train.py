@@ -23,6 +23,27 @@ class TrainResult:
     feature_version: int  # the features it was trained on, recorded in the bundle
 
 
+def training_quarantine(features: Path | str, feature_version: int) -> dict | None:
+    """The quarantine share of the photos behind a features file: its rows of `feature_version`
+    plus the rows of the `quarantine.parquet` that `photoscore features` writes beside it (None
+    when there is no such file: the reference profile then counts no photo as quarantined)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from udfs.reference_profile import quarantine_summary
+
+    beside = Path(features).with_name("quarantine.parquet")
+    if not beside.is_file():
+        return None
+    file = pq.ParquetFile(features)
+    featured = file.metadata.num_rows
+    if "feature_version" in file.schema_arrow.names:
+        versions = file.read(columns=["feature_version"]).column(0).to_numpy()
+        featured = int((versions == feature_version).sum())
+    reasons = pd.read_parquet(beside, columns=["reason_code"])["reason_code"].astype(str).tolist()
+    return quarantine_summary(featured + len(reasons), reasons)
+
+
 def train_and_register(features: Path | str, labels: Path | str, target: str, model_type: str,
                        name: str, config, params: TrainParams,
                        feature_names: Sequence[str] | None = None,
@@ -41,7 +62,9 @@ def train_and_register(features: Path | str, labels: Path | str, target: str, mo
         feature_names = feature_set(feature_version).names
     data = load_training_data(features, labels, target, feature_names, feature_version)
     with tempfile.TemporaryDirectory(prefix="photoscore-bundle-") as scratch:
-        built = build_bundle(model_type, data, params, Path(scratch) / "bundle")
+        built = build_bundle(model_type, data, params, Path(scratch) / "bundle",
+                             quarantine=training_quarantine(features, feature_version),
+                             profile_rows=config.monitor.profile_rows)
         run_params = {"model_type": model_type, "target": target, "features": str(features),
                       "labels": str(labels), "feature_version": feature_version,
                       **{f"rows_{k}": len(v.y) for k, v in data.splits.items()},

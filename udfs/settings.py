@@ -212,6 +212,29 @@ class AirflowSettings(Section):
     task_timeout_s: PositiveInt
 
 
+class MonitorSettings(Section):
+    """The drift monitor (`photoscore monitor`, the photoscore_monitor DAG), the reference profile
+    written into each bundle, the stream's metrics and the operator views (`photoscore ui`)."""
+
+    window: str                      # default --since of `photoscore monitor`: a span ago (1d) or ISO time
+    out: str                         # where reports go: <out>/<model>/v<version>/<time>/{drift.json,report.html}
+    min_rows: PositiveInt            # fewer current rows: no drift verdict (too little evidence)
+    psi_warn: Annotated[float, Field(ge=0)]    # the usual 0.1 / 0.25 bands of the population stability index
+    psi_alarm: Annotated[float, Field(ge=0)]
+    ks_alpha: Annotated[float, Field(gt=0, lt=1)]   # a drift alarm also needs the KS test's p below this
+    max_missing_increase: Share      # missing/non-finite share of a feature or score above the reference's + this
+    max_quarantine_increase: Share   # quarantine share of inputs above the reference's + this
+    profile_rows: PositiveInt        # training rows sampled into a bundle's reference profile
+    alarms_before_retrain: PositiveInt   # consecutive alarmed monitor runs before the retrain request
+    schedule: str                    # photoscore_monitor's schedule ("" = only after backfills)
+    metrics: bool                    # the stream job exposes Prometheus metrics
+    metrics_port: Port               # ... on 127.0.0.1:<port>; 0: pick a free port when the job starts
+    stream_features: list[str]       # features whose rolling mean the stream exports (with the reference band)
+    stream_window: PositiveInt       # uploads in the stream's rolling means
+    band_z: Annotated[float, Field(gt=0)]   # the reference band: mean +- z * std / sqrt(window)
+    ui_mlflow_port: Port             # `photoscore ui`: the MLflow UI on 127.0.0.1; 0: pick once and keep
+
+
 def _absolute(path: Path) -> Path:
     return path.expanduser().resolve()
 
@@ -233,6 +256,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings
     rollout: RolloutSettings
     airflow: AirflowSettings
+    monitor: MonitorSettings
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
