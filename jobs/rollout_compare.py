@@ -11,21 +11,18 @@ stream writes to the shadow topic with the same source_ref.
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
 from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from jobs.table_reader import read_dataset, table_filesystem
 from udfs.comparison import ArmCounts, Comparison, compare
 from udfs.errors import PhotoscoreError
 from udfs.rollout import RolloutPlan
 from udfs.schemas import QUARANTINE_TABLE, SCORE, without
 
 SCORE_FAILED = "score_failed"
-_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class Pairs(NamedTuple):
@@ -36,22 +33,6 @@ class Pairs(NamedTuple):
     challenger: np.ndarray
     champion_arm: ArmCounts
     challenger_arm: ArmCounts
-
-
-def parse_since(text: str, now_ms: int) -> int:
-    """`--since` as epoch ms: an ISO time (UTC when it names no zone) or a span ago ("30m", "2h",
-    "1d", "90s")."""
-    ago = _AGO.match(text)
-    if ago:
-        return now_ms - int(float(ago.group(1)) * _UNIT_MS[ago.group(2)])
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise PhotoscoreError(f"--since {text!r} is neither an ISO time (2026-12-01T10:00) nor a span "
-                              "ago (30m, 2h, 1d)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp() * 1000)
 
 
 def source_ref_prefix(name: str, version: int) -> str:
@@ -115,30 +96,6 @@ def judge(pairs: Pairs, thresholds, check_latency: bool = False) -> Comparison:
 
 # -- the score table -----------------------------------------------------------------------------
 
-def _filesystem(settings, root: str):
-    """The filesystem of the table root: s3fs configured from `storage.s3` for s3://, else fsspec's."""
-    import fsspec
-
-    from udfs.object_store import is_s3_uri, s3_filesystem
-
-    if is_s3_uri(root):
-        return s3_filesystem(settings.storage.s3, settings.storage.read_timeout_s), root.split("://", 1)[1].rstrip("/")
-    fs, path = fsspec.core.url_to_fs(root)
-    return fs, path.rstrip("/")
-
-
-def _read_dataset(fs, path: str, schema, columns: list[str], where) -> pd.DataFrame:
-    """Rows of the Parquet files under `path` (hive-partitioned by run_id); none when it is absent.
-    `schema` reads files written before a column existed with that column null (SCORE's `role`)."""
-    import pyarrow.dataset as ds
-
-    if not fs.exists(path):
-        return pd.DataFrame({c: pd.Series(dtype=schema.field(c).type.to_pandas_dtype()) for c in columns})
-    dataset = ds.dataset(path, filesystem=fs, format="parquet", schema=schema, partitioning="hive",
-                         exclude_invalid_files=False)
-    return dataset.to_table(columns=columns, filter=where).to_pandas()
-
-
 def read_table_scores(settings, plan: RolloutPlan, tables: str, since_ms: int | None = None) -> Pairs:
     """Pairs of the plan's champion and challenger from ROOT/scores, with each version's
     `score_failed` rows of ROOT/quarantine as its failures; `since_ms` keeps what was scored (or
@@ -147,19 +104,19 @@ def read_table_scores(settings, plan: RolloutPlan, tables: str, since_ms: int | 
     import pyarrow.dataset as ds
 
     require_challenger(plan)
-    fs, root = _filesystem(settings, tables)
+    fs, root = table_filesystem(settings, tables)
     score_files = without(SCORE, ("model_name", "model_version"))
     frames = []
     for version in (plan.champion, plan.challenger):
         where = ds.field("scored_at_ms") >= since_ms if since_ms is not None else None
-        rows = _read_dataset(fs, f"{root}/scores/model_name={plan.model_name}/model_version={version}",
+        rows = read_dataset(fs, f"{root}/scores/model_name={plan.model_name}/model_version={version}",
                              score_files, ["content_sha256", "score", "scored_at_ms"], where)
         frames.append(rows.assign(model_version=version))
     where = (ds.field("reason_code") == SCORE_FAILED) & pc.starts_with(
         ds.field("source_ref"), pattern=f"models:/{plan.model_name}/")
     if since_ms is not None:
         where = where & (ds.field("seen_at_ms") >= since_ms)
-    failed = _read_dataset(fs, f"{root}/quarantine", QUARANTINE_TABLE, ["source_ref"], where)
+    failed = read_dataset(fs, f"{root}/quarantine", QUARANTINE_TABLE, ["source_ref"], where)
     return pairs_from_scores(pd.concat(frames, ignore_index=True), plan,
                              failures_by_version(failed["source_ref"], plan.model_name,
                                                  (plan.champion, plan.challenger)))

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_settings
-from jobs.rollout_compare import (failures_by_version, judge, pairs_from_scores, pairs_from_stream, parse_since,
+from jobs.table_reader import parse_since
+from jobs.rollout_compare import (failures_by_version, judge, pairs_from_scores, pairs_from_stream,
                                   read_table_scores, source_ref_prefix)
 from udfs.errors import PhotoscoreError
 from udfs.rollout import RolloutPlan

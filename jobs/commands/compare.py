@@ -25,7 +25,8 @@ def register(subparsers) -> None:
 
 
 def run(args, settings) -> int:
-    from jobs.rollout_compare import parse_since, report, run_compare
+    from jobs.rollout_compare import report, run_compare
+    from jobs.table_reader import parse_since
 
     name = args.name or settings.mlflow.model_name
     since_ms = parse_since(args.since, int(time.time() * 1000)) if args.since else None
