@@ -126,9 +126,9 @@ def main() -> int:
         read_s, _ = best_of(2, plain_read)
         monitor_s, (window, body) = best_of(2, monitor)
         assert body["feature_rows"] == args.rows and window.inputs == args.rows + args.rows // 50
-        print(f"{'step':34s} {'seconds':>8s} {'rows/s':>12s}")
-        print(f"{'pyarrow read of the same columns':34s} {read_s:8.2f} {args.rows / read_s:12,.0f}")
-        print(f"{'photoscore monitor (read+judge+report)':34s} {monitor_s:8.2f} {args.rows / monitor_s:12,.0f}")
+        print(f"{'step':40s} {'seconds':>8s} {'rows/s':>12s}")
+        print(f"{'pyarrow read of the same columns':40s} {read_s:8.2f} {args.rows / read_s:12,.0f}")
+        print(f"{'photoscore monitor (read+judge+report)':40s} {monitor_s:8.2f} {args.rows / monitor_s:12,.0f}")
         print(f"verdict {body['verdict']} ({len(body['alarms'])} alarms; the reference is another draw of the same generator)")
         print(f"bench: name=monitor rows={args.rows} monitor_s={monitor_s:.2f} read_s={read_s:.2f} "
               f"monitor_over_read={monitor_s / read_s:.2f}")
