@@ -12,6 +12,7 @@ import pandas as pd
 
 from jobs.cli import main as photoscore
 from jobs.config import load_settings
+from jobs.demo_monitor import run_monitor_demo
 from jobs.demo_spark import run_spark_demo
 from jobs.demo_stream import run_stream_demo
 from models.corpus import LABEL_COLUMNS
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"models:/{MODEL_NAME}@champion", "format": "m2cgen-java"}
     step("10. Airflow: the backfill DAG over the same photos (nothing new: nothing is decoded), then reconcile",
          ["airflow", "test", "photoscore_backfill", "--conf", json.dumps(backfill)])
+    print("\n== 11. Monitor: the demo tables against the champion's reference profile (quiet), then a "
+          "darkened batch (an alarm); each run writes drift.json and a self-contained report.html", flush=True)
+    run_monitor_demo(load_settings(), corpus, args.dir / "tables", args.dir, f"models:/{MODEL_NAME}@champion")
     print("\nThe same DAGs on a real scheduler: `photoscore airflow up`, then open the printed URL "
           "(user admin, password printed); `photoscore airflow down` stops it.", flush=True)
     return 0

@@ -18,7 +18,8 @@ LIMIT 10
 """
 
 
-def _submit(settings: Settings, script: str, args: list[str]) -> str:
+def submit_job(settings: Settings, script: str, args: list[str]) -> str:
+    """spark-submit one of jobs/ as an operator would, echoing it and its final counts line."""
     from jobs.spark_session import spark_env, spark_submit_command
 
     cmd = spark_submit_command(settings.spark, script, args)
@@ -43,10 +44,10 @@ def run_spark_demo(settings: Settings, corpus_dir: Path | str, tables: Path | st
     corpus_dir, tables = Path(corpus_dir), str(tables)
     model_uri = model_uri or f"models:/{settings.mlflow.model_name}@{settings.mlflow.alias}"
     photos = corpus_dir / "photos" if (corpus_dir / "photos").is_dir() else corpus_dir
-    _submit(settings, "backfill_features.py", ["--input", str(photos), "--tables", tables])
-    _submit(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    submit_job(settings, "backfill_features.py", ["--input", str(photos), "--tables", tables])
+    submit_job(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
     # Rescoring with nothing new: every identity is known, no work is done.
-    _submit(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
+    submit_job(settings, "backfill_scores.py", ["--model", model_uri, "--format", export_format, "--tables", tables])
     name = model_uri.split(":/", 1)[1].split("@")[0].split("/")[0]
     spark = get_session(settings.spark, "photoscore-demo-sql", master="local[2]")
     try:

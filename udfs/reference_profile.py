@@ -31,8 +31,10 @@ from udfs.errors import PhotoscoreError
 PROFILE_VERSION = 1
 REFERENCE_PROFILE = "reference_profile.json"
 HISTOGRAM_BINS = 20
-# Values keep 7 significant digits (float32's precision): the sample is what the tests compare.
-_DIGITS = 7
+# Values keep 9 significant digits, the fewest that give a float32 back exactly: features are
+# float32, and a discrete feature's values must land on the same side of a PSI bin edge as the
+# reference's own (udfs/drift.py compares at float32).
+_DIGITS = 9
 
 
 def _round(values: np.ndarray) -> list[float]:
