@@ -2,10 +2,12 @@
 it started."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -70,16 +72,31 @@ def _listens_on_loopback_only(pid: int) -> bool:
     return bool(listening) and all(ip in ("127.0.0.1", "::1") for ip in listening)
 
 
+def _run_with_a_parity_report(tracking_uri: str, artifacts: Path) -> str:
+    """A run in the registry's store with an `evaluation.json` artifact, as `photoscore train` logs."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)  # not mlflow.set_tracking_uri: it exports the URI
+    experiment = client.create_experiment("photoscore", artifact_location=artifacts.as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.log_dict(run_id, {"parity": {"verdict": "passed"}}, "evaluation.json")
+    return run_id
+
+
 @pytest.mark.integration
 def test_ui_starts_the_mlflow_ui_and_stop_stops_only_what_it_started(ui_home, capsys):
     settings = load_settings()
     own_pid_file = server_files(ui_dir(settings), UI_MLFLOW)[0]
     stream_pid_file = stream_dir(settings) / "registry.pid"
+    run_id = _run_with_a_parity_report(settings.tracking_uri, ui_home / "artifacts")
     try:
         url, state = _views(capsys)[MLFLOW]
         assert state == "started" and url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200 and b"<html" in resp.read().lower()
+        # The page the UI shows a run's artifact with reads it through the server.
+        with urllib.request.urlopen(f"{url}/get-artifact?path=evaluation.json&run_uuid={run_id}", timeout=30) as resp:
+            assert json.loads(resp.read()) == {"parity": {"verdict": "passed"}}
         assert _listens_on_loopback_only(read_pid(own_pid_file))
         assert started_by_ui(settings) == [UI_MLFLOW]
         assert _views(capsys, "--status")[MLFLOW] == (url, "running")  # the same server, not a twin
