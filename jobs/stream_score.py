@@ -91,6 +91,9 @@ def flink_configuration(settings, restore: str | None):
         conf.set_string("metrics.reporter.prom.factory.class", REPORTER_FACTORY)
         conf.set_string("metrics.reporter.prom.host", "127.0.0.1")
         conf.set_string("metrics.reporter.prom.port", str(settings.monitor.metrics_port))
+        # Label values as they are ("0.005", "+Inf", "mean_luma"): the default filter turns "." and
+        # "+" into "_", and `le` must stay a number for histogram_quantile. The page escapes them.
+        conf.set_string("metrics.reporter.prom.filterLabelValueCharacters", "false")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
     # flink.conf: any Flink option, last so an operator can override every default above.

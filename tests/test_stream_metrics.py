@@ -16,7 +16,8 @@ from _photo_fixtures import settings_for
 from udfs.decode import DecodeLimits
 from udfs.features import FEATURE_NAMES
 from udfs.messages import encode_upload
-from udfs.stream_metrics import GAUGE_SCALE, INF, LATENCY_BOUNDS_S, SCORE, RollingMean, StreamMetrics, bucket_label
+from udfs.stream_metrics import (GAUGE_SCALE, INF, LATENCY_BOUNDS_S, SCORE, RollingMean, StreamMetrics, bucket_label,
+                                 exported_name, headline, parse_metrics)
 from udfs.stream_models import ServingSet, load_model
 from udfs.stream_scoring import DLQ, process_message, upload_intake
 
@@ -154,3 +155,25 @@ def test_a_dead_lettered_outcome_counts_its_reason_and_no_latency(corpus_dir, xg
                                                 ("stage", "read")): 1}
     assert set(values(metrics, "latency").values()) == {0}
     assert values(metrics, "rolling_mean_e6") == {}
+
+
+def test_the_scraped_page_gives_the_headline_figures():
+    """Flink's reporter's text format (labels escaped, one series per subtask) -> the figures
+    `photoscore stream status` prints."""
+    def line(metric, value, **labels):
+        escaped = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in {**labels, "task_name": 'a "b"\\c'}.items()}
+        text = ",".join(f'{k}="{v}"' for k, v in escaped.items())
+        return f"{exported_name(metric)}{{{text}}} {value}"
+
+    page = "\n".join([
+        f"# HELP {exported_name('uploads')} uploads", f"# TYPE {exported_name('uploads')} gauge",
+        line("uploads", 90.0, subtask_index="0"), line("uploads", 10.0, subtask_index="1"),
+        line("scores", 80.0, model="m", version="1", role="served"),
+        line("scores", 80.0, model="m", version="2", role="shadow"),
+        line("dead_letters", 20.0, stage="parse", reason="malformed_message"),
+        *(line("latency", 80.0 if b >= 0.1 else 40.0, le=bucket_label(b)) for b in LATENCY_BOUNDS_S),
+        line("latency", 80.0, le=INF), "flink_jobmanager_numRunningJobs 1.0"])
+    samples = parse_metrics(page)
+    assert {labels["task_name"] for _, labels, _ in samples if labels} == {'a "b"\\c'}
+    assert headline(samples) == {"uploads": 100, "scored": 80, "dead_lettered": 20, "p99_latency": "<=0.1s"}
+    assert headline(parse_metrics(""))["p99_latency"] is None

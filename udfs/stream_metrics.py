@@ -16,6 +16,7 @@ Two limits of PyFlink's metrics shape what is exported:
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -200,3 +201,61 @@ def stream_metrics(group, monitor) -> Optional[StreamMetrics]:
     if not monitor.metrics:
         return None
     return StreamMetrics(group, monitor.stream_features, monitor.stream_window, monitor.band_z)
+
+
+# ---------------------------------------------------------------- reading the scraped page
+
+# Flink's Prometheus reporter names an operator's metric by its logical scope, the generic group
+# `photoscore` and the keys of its key/value groups, which become labels.
+SCOPE = "flink_taskmanager_job_task_operator_photoscore_"
+# Label keys per metric, in the order StreamMetrics adds their groups.
+KEYS = {"uploads": (), "cache_hits": (), "dead_letters": ("stage", "reason"), "scores": ("model", "version", "role"),
+        "latency": ("le",), "rolling_mean_e6": ("model", "feature"), "band_low_e6": ("model", "feature"),
+        "band_high_e6": ("model", "feature")}
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(match: re.Match) -> str:
+    return "\n" if match.group(1) == "n" else match.group(1)
+
+
+def exported_name(metric: str) -> str:
+    """The Prometheus name of one of StreamMetrics' metrics (e.g. "scores")."""
+    return SCOPE + "_".join((*KEYS[metric], metric))
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of each sample of a Prometheus text-format page.
+
+    Hand-written (a dozen lines) because neither environment has prometheus_client; it reads the
+    subset Flink's reporter writes: one sample per line, no timestamps needed."""
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            labels = {k: _ESCAPE.sub(_unescape, v) for k, v in _LABEL.findall(match.group(2) or "")}
+            samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def metric_values(samples, metric: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every series of one of StreamMetrics' metrics, over all subtasks."""
+    name = exported_name(metric)
+    return [(labels, value) for n, labels, value in samples if n == name]
+
+
+def headline(samples) -> dict:
+    """The few figures `photoscore stream status` prints: uploads, served scores, dead letters,
+    and the latency bucket holding the 99th percentile ("<=0.1s"; None before any score)."""
+    buckets: dict[str, float] = {}
+    for labels, value in metric_values(samples, "latency"):
+        buckets[labels["le"]] = buckets.get(labels["le"], 0.0) + value
+    total = buckets.get(INF, 0.0)
+    p99 = next((f"<={bucket_label(b)}s" for b in LATENCY_BOUNDS_S if total and buckets.get(bucket_label(b), 0) >= 0.99 * total),
+               f">{bucket_label(LATENCY_BOUNDS_S[-1])}s" if total else None)
+    return {"uploads": int(sum(v for _, v in metric_values(samples, "uploads"))),
+            "scored": int(sum(v for labels, v in metric_values(samples, "scores") if labels.get("role") == "served")),
+            "dead_lettered": int(sum(v for _, v in metric_values(samples, "dead_letters"))),
+            "p99_latency": p99}
