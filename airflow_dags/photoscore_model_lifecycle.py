@@ -6,7 +6,8 @@ after a `backfill scores --plan`) -> approval -> `champion`, and the "champion c
 that starts photoscore_rescore. A failed stage stops the rollout (the champion alone serves again)
 and fails the run. With no champion yet there is nothing to roll out against: straight to approval.
 
-Runs on demand and on each event of the labels Asset. A version that fails its parity gate fails
+Runs on demand, on each event of the labels Asset and on each retrain request (photoscore_monitor,
+after repeated drift alarms). A version that fails its parity gate fails
 the run and moves no alias; a candidate that does not beat the champion ends the run with the
 reason in the log and no alias moved. Approval: the `approve` param (automation), else Airflow's
 human-in-the-loop approval task in the UI.
@@ -19,16 +20,18 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, Param, task
 
 from jobs.orchestration import (ROLLOUT_STAGES, champion_asset_uri, dag_actor, dag_arguments, dag_settings,
-                                labels_asset_uri, plan_score_backfill)
+                                labels_asset_uri, plan_score_backfill, retrain_asset_uri)
 
 settings = dag_settings()
 LABELS = Asset(name="photoscore_labels", uri=labels_asset_uri(settings))
 CHAMPION = Asset(name="photoscore_champion", uri=champion_asset_uri(settings))
+RETRAIN = Asset(name="photoscore_retrain_request", uri=retrain_asset_uri(settings))
 MODEL_TYPES = ["xgboost", "lightgbm", "catboost", "logreg"]
 
 with DAG(
     dag_id="photoscore_model_lifecycle",
-    **dag_arguments(settings, "Train, gate, compare and promote a new model version", [LABELS]),
+    **dag_arguments(settings, "Train, gate, compare and promote a new model version",
+                    LABELS | RETRAIN),
     params={
         "features": Param(settings.airflow.lifecycle_features, type="string",
                           description="training features parquet (photoscore features)"),

@@ -87,6 +87,10 @@ def airflow_env(settings: Settings, base: dict | None = None) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env.update({
         "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",  # airflow and spark-submit of this env
+        # The DAGs and tasks import photoscore from this checkout (the one whose DAG folder Airflow
+        # reads), not from the checkout the environment's editable install points at (another git
+        # worktree); appended, so a caller's PYTHONPATH (a test's fault injection) still comes first.
+        "PYTHONPATH": os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)])),
         "PHOTOSCORE_HOME": str(settings.home),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),

@@ -71,6 +71,30 @@ def champion_asset_uri(settings: Settings) -> str:
     return f"photoscore://models/{settings.mlflow.model_name}/champion"
 
 
+def retrain_asset_uri(settings: Settings) -> str:
+    """The Asset photoscore_monitor updates after `monitor.alarms_before_retrain` alarmed runs in a
+    row; the lifecycle DAG runs on it as on new labels."""
+    return f"photoscore://models/{settings.mlflow.model_name}/retrain-request"
+
+
+def time_or_assets(expression: str, assets: list):
+    """A schedule of a cron/preset from config OR any event of `assets`; "" means the assets alone."""
+    if not expression:
+        return assets
+    from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
+
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(expression, timezone="UTC"), assets=AssetAny(*assets))
+
+
+def drift_alarm_reason(model_uri: str, alarms: list[dict]) -> str:
+    """A failed monitor task's one-line reason: what alarmed, by kind (the drifted features by name)."""
+    by_kind: dict[str, list[str]] = {}
+    for alarm in alarms:
+        by_kind.setdefault(alarm["kind"], []).append(alarm["name"])
+    parts = [kind if names == [kind] else f"{kind} {', '.join(names)}" for kind, names in by_kind.items()]
+    return f"drift alarm on {model_uri}: " + "; ".join(parts)
+
+
 def labels_asset_uri(settings: Settings) -> str:
     """The Asset whose events start the lifecycle DAG: new labels for the configured model."""
     labels = settings.airflow.lifecycle_labels

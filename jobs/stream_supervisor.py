@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -90,25 +89,9 @@ def registry_url_for_job(settings: Settings) -> str:
     probe = subprocess.run([str(flink_python(settings)), "-c", "import sqlalchemy, alembic"], capture_output=True)
     if probe.returncode == 0 and uri.startswith("sqlite:"):
         return uri  # the Flink environment can open the SQL store itself (single machine)
-    from jobs.supervise import free_port, http_ok, pid_alive, read_pid, start_process, wait_until
+    from jobs.registry_server import start_registry_server
 
-    d = stream_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
-    pid_path, url_path = d / "registry.pid", d / "registry.url"
-    if pid_alive(read_pid(pid_path)) and url_path.is_file():
-        return url_path.read_text().strip()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    pid = start_process([mlflow_bin, "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                         "--port", str(port), "--workers", "1"], d / "registry.log", pid_path)
-    url = f"http://127.0.0.1:{port}"
-    # Its start imports all of MLflow's server: ~20 s idle here, minutes on a loaded 2-core machine.
-    wait_until(lambda: http_ok(f"{url}/health"), 240, 0.3, what=f"the MLflow registry server at {url}",
-               watch=pid, hint=f"see {d / 'registry.log'}")
-    url_path.write_text(url + "\n")
-    return url
+    return start_registry_server(uri, stream_dir(settings), "registry")
 
 
 # The local cluster's REST endpoint (the Flink web UI's API): on 127.0.0.1, at a port picked at

@@ -26,11 +26,14 @@ for dag_id in bag.dag_ids:
     dag = bag.dags[dag_id]
     dags[dag_id] = {
         "timetable": type(dag.timetable).__name__,
+        "cron": getattr(getattr(dag.timetable, "timetable", dag.timetable), "expression", None),
+        "on_any_of": sorted(asset.name for asset in getattr(getattr(dag.timetable, "asset_condition", None),
+                                                            "objects", [])),
         "catchup": dag.catchup,
         "params": {key: dag.params.get_param(key).schema for key in dag.params},
         "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "retries": t.retries,
                               "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
-                              "backoff": t.retry_exponential_backoff,
+                              "backoff": t.retry_exponential_backoff, "teardown": t.is_teardown,
                               "type": getattr(t, "operator_name", None) or type(t).__name__}
                   for t in dag.tasks},
     }

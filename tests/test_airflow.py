@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parent
 MODEL = "photo_quality"
-DAG_IDS = {"photoscore_backfill", "photoscore_model_lifecycle", "photoscore_rescore", "photoscore_stream_watch"}
+DAG_IDS = {"photoscore_backfill", "photoscore_model_lifecycle", "photoscore_monitor", "photoscore_rescore",
+           "photoscore_stream_watch"}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,14 @@ def test_dagbag_has_every_dag_with_no_error_or_warning_and_parses_fast(airflow_h
     assert tasks["stop_rollout"]["upstream"] == sorted(f"{step}_{stage}" for stage in ("shadow", "canary_5", "canary_50")
                                                        for step in ("set", "score", "compare"))
     assert bag["dags"]["photoscore_rescore"]["tasks"]["reconcile"]["upstream"] == ["backfill_scores"]
+    # The monitor: on its schedule or after the scores Asset; its retrain requests start the lifecycle.
+    monitor = bag["dags"]["photoscore_monitor"]
+    assert (monitor["timetable"], monitor["cron"], monitor["on_any_of"]) == ("AssetOrTimeSchedule", "0 0 * * *",
+                                                                            ["photoscore_scores"])
+    assert set(monitor["params"]) == {"tables", "model", "since"} and monitor["tasks"]["monitor"]["retries"] == 0
+    retrain = monitor["tasks"]["request_retrain"]
+    assert retrain["upstream"] == ["monitor"] and retrain["teardown"]  # the monitor task decides the run's state
+    assert lifecycle["on_any_of"] == ["photoscore_labels", "photoscore_retrain_request"]
     for dag in bag["dags"].values():
         for task_id, task in dag["tasks"].items():
             assert task["backoff"], (task_id, "retries back off exponentially")

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.airflow_supervisor import admin_password, airflow_env, spark_connection
+from jobs.airflow_supervisor import REPO, admin_password, airflow_env, spark_connection
 from jobs.config import load_settings
-from jobs.orchestration import backfill_prefix, latest_attempts, run_prefix
+from jobs.orchestration import backfill_prefix, drift_alarm_reason, latest_attempts, run_prefix
 from jobs.reconcile import reconcile
 from jobs.spark_tables import new_run_id, run_id_arg
 from jobs.stream_watch import watch_stream
@@ -101,6 +101,9 @@ def test_embedded_airflow_listens_on_loopback_and_keeps_secrets_in_its_home(tmp_
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
     assert env["PHOTOSCORE_HOME"] == str(tmp_path)
+    # Tasks import this checkout's photoscore, after what the caller put first (fault injection).
+    assert env["PYTHONPATH"] == str(REPO)
+    assert airflow_env(settings, base={"PYTHONPATH": "/faults"})["PYTHONPATH"] == f"/faults:{REPO}"
     conn = json.loads(env["AIRFLOW_CONN_PHOTOSCORE_SPARK"])
     assert conn == json.loads(spark_connection(settings)) and conn["host"] == "local[3]"
     secrets_dir = tmp_path / "airflow" / "secrets"
@@ -137,3 +140,12 @@ def test_rollout_stages_score_per_plan_and_name_their_runs_and_actor():
                "failures": ["PSI 0.4 > 0.25"]}
     line = stage_summary("canary_5", figures)
     assert line.startswith("canary_5: challenger v2 vs champion v1: pairs=300") and line.endswith("FAIL: PSI 0.4 > 0.25")
+
+
+def test_a_drift_alarm_names_what_drifted_by_kind():
+    alarms = [{"kind": "feature", "name": "mean_luma", "message": "mean_luma: PSI 1.2"},
+              {"kind": "feature", "name": "luma_p50", "message": "luma_p50: PSI 0.9"},
+              {"kind": "missing", "name": "sharpness", "message": "sharpness: 9% missing"},
+              {"kind": "quarantine", "name": "quarantine", "message": "quarantine: 20%"}]
+    assert drift_alarm_reason("models:/m@champion", alarms) == (
+        "drift alarm on models:/m@champion: feature mean_luma, luma_p50; missing sharpness; quarantine")
