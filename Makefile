@@ -16,6 +16,10 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 DEMO_DIR := $(PHOTOSCORE_HOME)/demo
 # Debian packages: the wallpaper photos and a Cyrillic-capable font for the corpus; Java 17 for Spark, Flink and the generated code.
 APT_PACKAGES := plasma-workspace-wallpapers fonts-dejavu-core openjdk-17-jdk-headless gcc
+# Packages wanted for their tools only: promtool (prometheus) tests the stream's alert rules. Installed
+# without recommends, their services kept from starting (a policy-rc.d answering "forbidden" while
+# apt runs, unless one is there already) and disabled: every photoscore server is started by photoscore.
+APT_TOOL_PACKAGES := prometheus
 
 .PHONY: install system-packages demo test test-unit bench clean
 
@@ -28,6 +32,18 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@missing=""; \
+	for p in $(APT_TOOL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for their tools, services not started:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); policy=/usr/sbin/policy-rc.d; ours=""; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null; $$SUDO chmod +x $$policy; ours=1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  status=$$?; \
+	  if [ -n "$$ours" ]; then $$SUDO rm -f $$policy; fi; \
+	  for p in $$missing; do $$SUDO systemctl disable --now $$p >/dev/null 2>&1 || true; done; \
+	  exit $$status; \
 	fi
 
 $(UV):

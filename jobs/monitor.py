@@ -123,7 +123,8 @@ def summary_lines(body: dict) -> list[str]:
              f"{q['inputs']} inputs since {_iso(body['since_ms'])}"]
     lines += [f"  ALARM {a['message']}" for a in body["alarms"]]
     if s["mean"] is not None:
-        lines.append(f"  score: mean {s['reference_mean']:.4g} -> {s['mean']:.4g}, PSI {s['psi']:.3f}")
+        lines.append(f"  score: mean {s['reference_mean']:.4g} -> {s['mean']:.4g}, PSI {s['psi']:.3f} ({s['psi_band']}), "
+                     f"KS p={s['ks_pvalue']:.2g}{' (drifted)' if s['drifted'] else ''}")
     lines.append(f"  quarantine: {q['share']:.1%} of inputs (reference {q['reference_share']:.1%}); "
                  f"score failures {body['score_failed']}")
     if body["verdict"] == "insufficient":

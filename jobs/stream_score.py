@@ -85,6 +85,15 @@ def flink_configuration(settings, restore: str | None):
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "1000000")
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    # Python metrics cost a little per bundle; off with the reporter (udfs/stream_metrics.py).
+    conf.set_string("python.metric.enabled", str(settings.monitor.metrics).lower())
+    if settings.monitor.metrics:
+        conf.set_string("metrics.reporter.prom.factory.class", REPORTER_FACTORY)
+        conf.set_string("metrics.reporter.prom.host", "127.0.0.1")
+        conf.set_string("metrics.reporter.prom.port", str(settings.monitor.metrics_port))
+        # Label values as they are ("0.005", "+Inf", "mean_luma"): the default filter turns "." and
+        # "+" into "_", and `le` must stay a number for histogram_quantile. The page escapes them.
+        conf.set_string("metrics.reporter.prom.filterLabelValueCharacters", "false")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
     # flink.conf: any Flink option, last so an operator can override every default above.
@@ -114,6 +123,35 @@ def metadata_deserializer_jar(cache_dir: Path) -> Path:
     return java_jar({"photoscore/flink/RecordWithMetadata.java": source_text("jobs", "java/RecordWithMetadata.java")},
                     name="photoscore-kafka-metadata", what="the Kafka metadata deserializer", cache_dir=cache_dir,
                     classpath=f"{Path(pyflink.__file__).parent / 'lib'}/*", release="11", javac_flags=("-nowarn",))
+
+
+# Flink's Prometheus reporter binds every interface; this one (jobs/java/LoopbackPrometheusReporterFactory.java,
+# compiled like the deserializer) serves the same metrics on 127.0.0.1 only. The reporter is created by
+# the cluster, not the job: it must be on the JVM's own classpath, not in pipeline.jars.
+REPORTER_FACTORY = "photoscore.flink.LoopbackPrometheusReporterFactory"
+PROMETHEUS_PLUGIN = "plugins/metrics-prometheus"
+
+
+def metrics_reporter_classpath(cache_dir: Path) -> list[Path]:
+    """The jars the local cluster's JVM needs for the Prometheus reporter: Flink's (shipped in the
+    apache-flink wheel's plugins/) and the 127.0.0.1 reporter compiled against it under `cache_dir`."""
+    import pyflink
+
+    from udfs.toolchain import java_jar, source_path, source_text
+
+    home = Path(pyflink.__file__).parent
+    prometheus = sorted((home / PROMETHEUS_PLUGIN).glob("flink-metrics-prometheus-*.jar"))
+    if not prometheus:
+        raise SystemExit(f"stream_score: no flink-metrics-prometheus jar under {home / PROMETHEUS_PLUGIN}; "
+                         "install the flink extra, or set monitor.metrics=false")
+    reporter = java_jar(
+        {"photoscore/flink/LoopbackPrometheusReporterFactory.java":
+         source_text("jobs", "java/LoopbackPrometheusReporterFactory.java")},
+        name="photoscore-prometheus-reporter", what="the 127.0.0.1 Prometheus reporter", cache_dir=cache_dir,
+        classpath=f"{home / 'lib'}/*:{prometheus[-1]}", release="11", javac_flags=("-nowarn",),
+        resources={"META-INF/services/org.apache.flink.metrics.reporter.MetricReporterFactory":
+                   source_path("jobs", "java/MetricReporterFactory.services")})
+    return [prometheus[-1], reporter]
 
 
 def split_record(line: str) -> tuple[bytes | None, str, int, int]:
@@ -223,22 +261,31 @@ def build(env, settings) -> None:
             return QuarantineRecord(ref, None, "parse", "malformed_message",
                                     f"{type(exc).__name__}: {exc}"[:500], now_ms()), None
 
+    def dead_letter(metrics, record, uploaded_at_ms):
+        """The DLQ side-output element of `record`, counted in `metrics` (udfs.stream_metrics; None: off)."""
+        from udfs.messages import encode_dlq
+
+        if metrics is not None:
+            metrics.dead_lettered(record.stage, record.reason_code)
+        return dlq_tag, encode_dlq(record, uploaded_at_ms)
+
     class HashContent(ProcessFunction):
         """Row("", line) of a message without a claim -> Row(content_sha256, line) | DLQ JSON."""
 
         def open(self, ctx: RuntimeContext):
+            from udfs.stream_metrics import stream_metrics
             from udfs.stream_scoring import upload_intake
 
             settings = worker_settings()
             self.limits, self.intake = settings.features.limits(), upload_intake(settings)
+            self.metrics = stream_metrics(ctx.get_metrics_group(), settings.monitor)
 
         def process_element(self, row, ctx):
-            from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord
 
             prepared, uploaded = prepare_line(row[1], self.limits, self.intake)
             if isinstance(prepared, QuarantineRecord):
-                yield dlq_tag, encode_dlq(prepared, uploaded)
+                yield dead_letter(self.metrics, prepared, uploaded)
             else:
                 yield Row(prepared.content_sha256, row[1])
 
@@ -248,6 +295,7 @@ def build(env, settings) -> None:
         side outputs; champion/challenger pairs go to each model's canary guardrail."""
 
         def open(self, ctx: RuntimeContext):
+            from udfs.stream_metrics import stream_metrics
             from udfs.stream_models import registry_holders
             from udfs.stream_scoring import upload_intake
 
@@ -274,6 +322,7 @@ def build(env, settings) -> None:
             self.state = ctx.get_state(desc)
             self.holders = registry_holders(settings)
             self.by_name = {h.name: h for h in self.holders}
+            self.metrics = stream_metrics(ctx.get_metrics_group(), settings.monitor)
             for holder in self.holders:
                 holder.refresh()  # first load in open(): the first record is scored, not DLQ'd
                 holder.start()
@@ -283,13 +332,12 @@ def build(env, settings) -> None:
                 holder.stop()
 
         def process_element(self, line, ctx):
-            from udfs.messages import encode_dlq
             from udfs.quarantine import QuarantineRecord, now_ms
             from udfs.stream_scoring import DLQ, SHADOW, process_keyed
 
             prepared, uploaded = prepare_line(line, self.limits, self.intake)
             if isinstance(prepared, QuarantineRecord):
-                yield dlq_tag, encode_dlq(prepared, uploaded)
+                yield dead_letter(self.metrics, prepared, uploaded)
                 return
             # One plan and its models per model for this element: each swap is atomic.
             servings = [holder.current() for holder in self.holders]
@@ -298,8 +346,10 @@ def build(env, settings) -> None:
             except Exception as exc:  # noqa: BLE001 - a message never kills the job
                 rec = QuarantineRecord(prepared.ref, prepared.photo_id, "score", "score_failed",
                                        f"{type(exc).__name__}: {exc}"[:500], now_ms())
-                yield dlq_tag, encode_dlq(rec, prepared.uploaded_at_ms)
+                yield dead_letter(self.metrics, rec, prepared.uploaded_at_ms)
                 return
+            if self.metrics is not None:
+                self.metrics.finished(outcome, prepared.uploaded_at_ms, servings, now_ms())
             if outcome.cache is not None:
                 self.state.update(outcome.cache)
             for pair in outcome.pairs:
@@ -346,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     # this client process, so all of them share one GIL (one core), whatever the parallelism.
     # "process" gives each task slot (one subtask of every Python operator) its own worker process.
     os.environ.setdefault("_python_worker_execution_mode", settings.flink.python_worker_mode)
+    if settings.monitor.metrics:
+        # PyFlink starts its JVM (the mini-cluster's) with HADOOP_CLASSPATH appended to the classpath,
+        # at the first Java call below: the reporter must be there by then.
+        jars = metrics_reporter_classpath(settings.home / "flink" / "lib")
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(
+            [*map(str, jars), *filter(None, [os.environ.get("HADOOP_CLASSPATH")])])
 
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings, args.restore))
     build(env, settings)

@@ -94,16 +94,28 @@ def registry_url_for_job(settings: Settings) -> str:
     return start_registry_server(uri, stream_dir(settings), "registry")
 
 
+# The local cluster's REST endpoint (the Flink web UI's API): on 127.0.0.1, at a port picked at
+# start unless flink.conf names one, so `stream status` can give its URL.
+REST_PORT = "rest.port"
+
+
 def job_settings(settings: Settings, bootstrap: str, tracking_uri: str) -> Settings:
     """The settings the job runs with: these, with every "find it locally" value resolved (the
     broker's address, a registry URL the workers reach, the Flink Python, the checkpoint URI, the
-    source's fetch wait), so workers on other machines need nothing but this object."""
+    source's fetch wait, a free metrics port for `monitor.metrics_port` 0, the local cluster's REST
+    port), so workers on other machines need nothing but this object."""
+    from jobs.supervise import free_port
+
+    conf = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", REST_PORT: str(free_port()),
+            **settings.flink.conf}
     return settings.updated(
         kafka={"bootstrap": bootstrap},
         mlflow={"tracking_uri": tracking_uri},
         flink={"python": str(flink_python(settings)),
                "checkpoint_dir": checkpoint_root(settings).as_uri(),
-               "fetch_max_wait_ms": fetch_wait_ms(settings, settings.flink.fetch_max_wait_ms)},
+               "fetch_max_wait_ms": fetch_wait_ms(settings, settings.flink.fetch_max_wait_ms),
+               "conf": conf},
+        monitor={"metrics_port": settings.monitor.metrics_port or free_port()},
     )
 
 
@@ -211,12 +223,40 @@ def stop_stream(settings: Settings, stop_registry: bool = True) -> bool:
     return stopped
 
 
+def job_urls(settings: Settings) -> dict:
+    """{"metrics_url", "dashboard_url"} of the job last started under this home (None each when
+    unknown: never started, metrics off, or a session cluster, whose reporter and web UI its own
+    configuration sets)."""
+    path = job_settings_path(settings)
+    if not path.is_file() or (stream_dir(settings) / "job.id").is_file():
+        return {"metrics_url": None, "dashboard_url": None}
+    job = Settings.model_validate_json(path.read_text())
+    rest = job.flink.conf.get(REST_PORT)
+    return {"metrics_url": f"http://127.0.0.1:{job.monitor.metrics_port}/metrics" if job.monitor.metrics else None,
+            "dashboard_url": f"http://127.0.0.1:{rest}" if rest else None}
+
+
+def metrics_headline(metrics_url: str | None) -> dict:
+    """The headline figures of the job's metrics page (udfs.stream_metrics.headline: uploads,
+    scored, dead_lettered, p99_latency); {} when there is no page or it does not answer."""
+    from udfs.stream_metrics import headline, parse_metrics
+
+    if not metrics_url:
+        return {}
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+            return headline(parse_metrics(resp.read().decode()))
+    except OSError:
+        return {}
+
+
 def stream_status(settings: Settings) -> dict:
-    """{"running": bool, "mode", "pid"/"job_id", "state", "checkpoint", "log"}."""
+    """{"running": bool, "mode", "pid"/"job_id", "state", "checkpoint", "log", "metrics_url",
+    "dashboard_url"}, and the metrics' headline figures while the local job runs."""
     from jobs.supervise import pid_alive, read_pid
 
     d = stream_dir(settings)
-    status: dict = {"log": str(d / "job.log")}
+    status: dict = {"log": str(d / "job.log"), **job_urls(settings)}
     ckpt = latest_checkpoint(settings)
     status["checkpoint"] = str(ckpt) if ckpt else None
     id_path = d / "job.id"
@@ -228,4 +268,6 @@ def stream_status(settings: Settings) -> dict:
         return status
     pid = read_pid(d / "job.pid")
     status.update(mode="local", pid=pid if pid_alive(pid) else None, running=pid_alive(pid))
+    if status["running"]:
+        status.update(metrics_headline(status["metrics_url"]))
     return status

@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Optional
 from udfs.errors import PhotoscoreError
 from udfs.features import feature_set
 from udfs.guardrail import CanaryGuardrail, Pair
+from udfs.reference_profile import ReferenceProfile, load_profile
 from udfs.rollout import RolloutPlan
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class LoadedModel:
     scorer: object
     schema: object  # udfs.bundle.FeatureSchema
     columns: tuple = ()  # positions of schema.names in its feature version's names
+    profile: Optional[ReferenceProfile] = None  # its bundle's reference profile (None: built before profiles)
 
     @property
     def feature_version(self) -> int:
@@ -44,7 +46,7 @@ class LoadedModel:
 def load_model(name: str, version: int, bundle_dir: Path, export_format: str, threads: int = 1) -> LoadedModel:
     """Load (checksums verified) one export of a resolved bundle, with the positions of its
     features in the rows of the feature version it was trained on (which this photoscore must
-    compute: a PhotoscoreError otherwise)."""
+    compute: a PhotoscoreError otherwise) and its reference profile."""
     from udfs.bundle import read_feature_schema
     from udfs.formats import load_scorer
 
@@ -56,7 +58,7 @@ def load_model(name: str, version: int, bundle_dir: Path, export_format: str, th
         raise PhotoscoreError(f"{bundle_dir}: the model needs features {unknown} that "
                               f"feature version {schema.feature_version} does not compute")
     return LoadedModel(name, int(version), scorer.format, scorer, schema,  # the id, not an old alias
-                       tuple(names.index(n) for n in schema.names))
+                       tuple(names.index(n) for n in schema.names), load_profile(bundle_dir))
 
 
 @dataclass(frozen=True)

@@ -117,13 +117,16 @@ class ContentCache:
 @dataclass
 class Outcome:
     """One prepared photo's result: records to emit as (kind, JSON), the content's new cache value
-    (None: leave it as it was), the feature versions decoded for it, and the champion/challenger
-    pairs it gave the canary guardrails."""
+    (None: leave it as it was), the feature versions decoded for it, the champion/challenger
+    pairs it gave the canary guardrails, and for the stream's metrics (udfs.stream_metrics) the
+    score rows emitted (served and shadow, as dicts) and its features per feature version."""
 
     records: list
     cache: Optional[ContentCache]
     decoded: tuple = ()
     pairs: list = field(default_factory=list)
+    scored: list = field(default_factory=list)
+    features: dict = field(default_factory=dict)
 
 
 def score_row(model: LoadedModel, photo_id: str, content_sha256: str, score: float, feature_version: int,
@@ -255,7 +258,9 @@ def _score_model(photo: PreparedPhoto, serving: Optional[ServingSet], source: _F
         role = ("served" if a.version == plan.champion else "shadow") if fallback else a.role
         if result.row is not None:
             kind = SCORES if role == "served" else SHADOW
-            out.records.append((kind, encode_score({**result.row, "role": role}, photo.uploaded_at_ms, photo.ref)))
+            row = {**result.row, "role": role}
+            out.scored.append(row)
+            out.records.append((kind, encode_score(row, photo.uploaded_at_ms, photo.ref)))
         elif role == "served":
             out.records.append((DLQ, encode_dlq(result.failure, photo.uploaded_at_ms)))
         else:
@@ -283,6 +288,7 @@ def process_photo(photo: PreparedPhoto, servings: Sequence[Optional[ServingSet]]
     for serving in servings:
         _score_model(photo, serving, source, scores, out)
     out.decoded = tuple(source.decoded)
+    out.features = source.features
     if source.features or scores:
         out.cache = ContentCache(source.features, scores)
     return out

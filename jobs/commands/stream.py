@@ -30,6 +30,7 @@ def run(args, settings) -> int:
         print("stopped" if stop_stream(settings) else "not running")
         return 0
     status = stream_status(settings)
+    urls = {"metrics_url": "metrics", "dashboard_url": "dashboard"}  # the Prometheus page, the Flink REST/web UI
     for k, v in status.items():
-        print(f"{k}={v}")
+        print(f"{urls.get(k, k)}={v}")
     return 0 if status.get("running") else 1
