@@ -109,8 +109,12 @@ def stream_views(settings: Settings) -> list[View]:
         status = stream_status(settings)
     except PhotoscoreError as exc:  # a session cluster that does not answer
         return [View(FLINK, "", f"unknown: {exc}"), View(METRICS, "", "unknown")]
-    return [View(name, status.get(key) or "", "running" if status.get(key) else "not running")
-            for name, key in ((FLINK, "dashboard_url"), (METRICS, "metrics_url"))]
+    views = []
+    for name, key in ((FLINK, "dashboard_url"), (METRICS, "metrics_url")):
+        url = status.get(key) if status.get("running") else None  # a stopped job's URLs are stale
+        state = "running" if url else ("not exposed by the job" if status.get("running") else "not running")
+        views.append(View(name, url or "", state))
+    return views
 
 
 def newest_report(settings: Settings) -> Path | None:

@@ -14,10 +14,10 @@ import pytest
 
 from jobs.cli import main as cli_main
 from jobs.config import load_settings
-from jobs.operator_views import (MLFLOW, REPORT, UI_MLFLOW, View, collect_views, newest_report, started_by_ui,
-                                 ui_dir, view_lines)
+from jobs.operator_views import (FLINK, METRICS, MLFLOW, REPORT, UI_MLFLOW, View, collect_views, newest_report,
+                                 started_by_ui, stream_views, ui_dir, view_lines)
 from jobs.registry_server import server_files, start_registry_server
-from jobs.stream_supervisor import stream_dir
+from jobs.stream_supervisor import REST_PORT, job_settings_path, stream_dir
 from jobs.supervise import http_ok, read_pid, stop_process
 
 
@@ -44,6 +44,16 @@ def test_status_starts_nothing_and_names_what_is_not_running(ui_home, capsys):
     assert views["Flink dashboard"] == ("-", "not running") and views["stream metrics"] == ("-", "not running")
     assert views[REPORT][0] == "-"
     assert not (ui_home / "ui").exists() and not (ui_home / "airflow").exists()
+
+
+def test_a_stopped_stream_jobs_dashboard_and_metrics_are_not_shown(ui_home):
+    settings = load_settings()
+    job = settings.updated(flink={"conf": {REST_PORT: "18081"}}, monitor={"metrics_port": 19249})
+    stream_dir(settings).mkdir(parents=True)
+    job_settings_path(settings).write_text(job.model_dump_json())  # as a job started, then stopped, left it
+    views = {v.name: v for v in stream_views(settings)}
+    assert (views[FLINK].where, views[FLINK].state) == ("", "not running")
+    assert (views[METRICS].where, views[METRICS].state) == ("", "not running")
 
 
 def test_newest_report_is_the_latest_written_anywhere_under_monitor_out(ui_home):
