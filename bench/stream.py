@@ -66,6 +66,29 @@ def make_photos(corpus_dir: Path, out: Path, n: int, first: int = 0) -> list[Pat
     return paths
 
 
+def bench_models(work: Path, settings) -> tuple:
+    """A corpus of 48 photos in `work`/corpus, its features, and two versions of photo_quality
+    trained on them in `settings`' registry: xgboost (made champion) and a logreg challenger."""
+    import pandas as pd
+
+    from models.corpus import build_corpus
+    from models.registry import promote
+    from models.train import train_and_register
+    from models.trainers import TrainParams
+    from udfs.features import extract_batch
+
+    print("building corpus, features and a model ...", file=sys.stderr)
+    build_corpus(work / "corpus", n=48, seed=5, broken=False, progress=False)
+    labels = pd.read_parquet(work / "corpus" / "labels.parquet")
+    feats = extract_batch(list(labels["photo_id"]), [Path(p).read_bytes() for p in labels["photo_id"]]).features
+    feats.to_parquet(work / "features.parquet", index=False)
+    trained = [train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
+                                  kind, "photo_quality", settings, TrainParams(trees=40, depth=5))
+               for kind in ("xgboost", "logreg")]
+    promote(settings, "photo_quality", str(trained[0].version), "champion")
+    return tuple(trained)
+
+
 class ScoreWatcher(threading.Thread):
     """Consumes photos.scores and photos.dlq from the beginning; records receive time per upload ref."""
 
@@ -291,10 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.config import load_settings
     from jobs.stream_supervisor import registry_url_for_job, stop_stream
-    from models.corpus import build_corpus
-    from models.registry import promote, resolve_bundle
-    from models.train import train_and_register
-    from udfs.features import extract_batch
+    from models.registry import resolve_bundle
     from udfs.stream_scoring import upload_intake
     from stream_inprocess import limit_pps, rollback_switch_ms, shadow_cost
 
@@ -303,18 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     # The photos are made under `work`: the stream reads them from there (storage.photo_roots).
     roots = f"storage.photo_roots=[{work}]"
     settings = load_settings([f"home={registry_home}", roots], env={})
-    print("building corpus, features and a model ...", file=sys.stderr)
-    build_corpus(work / "corpus", n=48, seed=5, broken=False, progress=False)
-    import pandas as pd
-    labels = pd.read_parquet(work / "corpus" / "labels.parquet")
-    feats = extract_batch(list(labels["photo_id"]), [Path(p).read_bytes() for p in labels["photo_id"]]).features
-    feats.to_parquet(work / "features.parquet", index=False)
-    from models.trainers import TrainParams
-    result = train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
-                                "xgboost", "photo_quality", settings, TrainParams(trees=40, depth=5))
-    promote(settings, "photo_quality", str(result.version), "champion")
-    challenger = train_and_register(work / "features.parquet", work / "corpus" / "labels.parquet", "low_quality",
-                                    "logreg", "photo_quality", settings, TrainParams(trees=40, depth=5))
+    _, challenger = bench_models(work, settings)
     photos = make_photos(work / "corpus", work / "bench-photos", args.photos)
     warmup = make_photos(work / "corpus", work / "warmup-photos", args.warmup, first=300_000)
     name, v, bundle_dir = resolve_bundle("models:/photo_quality@champion", settings)

@@ -94,7 +94,7 @@ def registry_url_for_job(settings: Settings) -> str:
     return start_registry_server(uri, stream_dir(settings), "registry")
 
 
-# The local cluster's REST endpoint (the Flink web UI's API): on 127.0.0.1, at a port picked at
+# The mini-cluster's REST endpoint (the Flink web UI's API): on 127.0.0.1, at a port picked at
 # start unless flink.conf names one, so `stream status` can give its URL.
 REST_PORT = "rest.port"
 
@@ -106,8 +106,9 @@ def job_settings(settings: Settings, bootstrap: str, tracking_uri: str) -> Setti
     port), so workers on other machines need nothing but this object."""
     from jobs.supervise import free_port
 
-    conf = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", REST_PORT: str(free_port()),
-            **settings.flink.conf}
+    conf = dict(settings.flink.conf)
+    if not settings.flink.jobmanager:  # a session cluster's REST address is flink.jobmanager
+        conf = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", REST_PORT: str(free_port()), **conf}
     return settings.updated(
         kafka={"bootstrap": bootstrap},
         mlflow={"tracking_uri": tracking_uri},

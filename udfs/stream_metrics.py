@@ -21,6 +21,7 @@ from collections import deque
 from typing import Callable, Iterable, Optional, Sequence
 
 from udfs.features import feature_set
+from udfs.stream_scoring import DLQ
 
 # Upper bounds (seconds) of the end-to-end latency buckets: upload's uploaded_at_ms -> score ready.
 LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -117,7 +118,7 @@ class StreamMetrics:
         (one ServingSet per model, None for one not loaded), at `now_ms`."""
         self._uploads.inc()
         for kind, payload in outcome.records:
-            if kind == "dlq":
+            if kind == DLQ:
                 # Parsed back rather than carried: dead letters are the rare path.
                 record = json.loads(payload)
                 self._counter("dead_letters", stage=record["stage"], reason=record["reason_code"]).inc()
