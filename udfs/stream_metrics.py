@@ -16,7 +16,6 @@ Two limits of PyFlink's metrics shape what is exported:
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -213,14 +212,6 @@ SCOPE = "flink_taskmanager_job_task_operator_photoscore_"
 KEYS = {"uploads": (), "cache_hits": (), "dead_letters": ("stage", "reason"), "scores": ("model", "version", "role"),
         "latency": ("le",), "rolling_mean_e6": ("model", "feature"), "band_low_e6": ("model", "feature"),
         "band_high_e6": ("model", "feature")}
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_ESCAPE = re.compile(r"\\(.)")
-
-
-def _unescape(match: re.Match) -> str:
-    return "\n" if match.group(1) == "n" else match.group(1)
-
 
 def exported_name(metric: str) -> str:
     """The Prometheus name of one of StreamMetrics' metrics (e.g. "scores")."""
@@ -228,17 +219,12 @@ def exported_name(metric: str) -> str:
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of each sample of a Prometheus text-format page.
+    """(name, labels, value) of each sample of a Prometheus text-format page (prometheus_client's
+    parser: the main environment has it; the Flink workers never parse a page)."""
+    from prometheus_client.parser import text_string_to_metric_families
 
-    Hand-written (a dozen lines) because neither environment has prometheus_client; it reads the
-    subset Flink's reporter writes: one sample per line, no timestamps needed."""
-    samples = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and not line.startswith("#"):
-            labels = {k: _ESCAPE.sub(_unescape, v) for k, v in _LABEL.findall(match.group(2) or "")}
-            samples.append((match.group(1), labels, float(match.group(3))))
-    return samples
+    return [(sample.name, dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def metric_values(samples, metric: str) -> list[tuple[dict[str, str], float]]:
