@@ -105,6 +105,12 @@ def submit(script: str, args: list[str], home: Path, master: str = "local[2]", t
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def job_output(done: subprocess.CompletedProcess) -> str:
+    """What a failed spark-submit said: the Python driver's traceback is in stdout (spark-submit
+    merges the driver's stderr into it), Spark's own log in stderr."""
+    return f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-1500:]}"
+
+
 def last_counts(stdout: str) -> dict[str, int]:
     """The job's final counts line (`inputs=...` or `rows=...`, the last such stdout line) as a dict."""
     lines = [ln for ln in stdout.splitlines() if ln.startswith(("inputs=", "rows="))]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from _s3_fixtures import kill_store, restart_store
-from _spark_fixtures import home_config, last_counts, submit, table_files
+from _spark_fixtures import home_config, job_output, last_counts, submit, table_files
 from jobs.photo_upload import copy_to_store, object_uris
 from jobs.spark_session import spark_env, spark_submit_command
 from jobs.supervise import WaitTimeout, wait_until
@@ -56,7 +56,7 @@ def test_s3_manifest_backfill_gives_the_local_features_and_scores(s3_manifest, s
 
     root = tmp_path / "tables"
     done = submit("backfill_features.py", backfill_args(s3_manifest, root), spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     counts = last_counts(done.stdout)
     files = s3_manifest["files"]
     assert counts["inputs"] == len(files) + 1 == counts["featured"] + counts["quarantined"] + counts["known"]
@@ -84,7 +84,7 @@ def test_s3_manifest_backfill_gives_the_local_features_and_scores(s3_manifest, s
 
     # Scores of the S3 backfill equal `photoscore score` on the local bytes' features.
     done = submit("backfill_scores.py", ["--model", MODEL, "--tables", str(root)], spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     scores = pd.read_parquet(root / "scores")
     features_file = tmp_path / "local-features.parquet"
     local.reset_index().to_parquet(features_file, index=False)
@@ -127,7 +127,7 @@ def test_store_killed_mid_backfill_fails_the_run_quarantines_nothing_and_the_rer
     assert not table_files(root), "a failed run commits nothing: no photo is quarantined for the store's fault"
 
     done = submit("backfill_features.py", args, spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     counts = last_counts(done.stdout)
     assert counts["inputs"] == len(s3_manifest["files"]) + 1 == counts["featured"] + counts["quarantined"]
     got = tables(root)

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from _fake_store import STORE_ENV, FakeStore
-from _spark_fixtures import (home_config, kill_when, last_counts, scores_by_content, standalone_cluster, submit,
-                             table_files)
+from _spark_fixtures import (home_config, job_output, kill_when, last_counts, scores_by_content, standalone_cluster,
+                             submit, table_files)
 from jobs.backfill_features import run_feature_backfill
 from jobs.backfill_scores import run_score_backfill
 from jobs.spark_tables import TABLES, file_layout, register_views
@@ -184,14 +184,14 @@ def test_kill_9_mid_job_then_rerun_gives_exact_identities(spark_corpus, spark_mo
     kill_when("backfill_features.py", args, spark_model_home, lambda: staged("classified"))
     assert not table_files(root), "a killed, uncommitted run must leave nothing visible"
     done = submit("backfill_features.py", args, spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     counts = last_counts(done.stdout)
     assert counts["inputs"] == counts["featured"] + counts["quarantined"] + counts["known"]
 
     score_args = ["--model", MODEL, "--format", "m2cgen-c", "--tables", str(root)]
     kill_when("backfill_scores.py", score_args, spark_model_home, lambda: staged("scored"))
     done = submit("backfill_scores.py", score_args, spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     frames = {name: pd.read_parquet(root / name) for name in ("features", "scores", "photos")}
     assert frames["features"]["content_sha256"].is_unique
     assert frames["scores"]["content_sha256"].is_unique
@@ -270,7 +270,7 @@ def test_a_manifest_reads_only_under_the_roots_and_a_store_outage_fails_the_run(
     store.set_down("photos", False)
     store.set_flaky("photos", 2)  # each object fails twice more, then reads
     done = submit("backfill_features.py", args, spark_model_home)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, job_output(done)
     counts = last_counts(done.stdout)
     quarantine = pd.read_parquet(tables / "quarantine")
     assert dict(zip(quarantine["source_ref"], quarantine["reason_code"])) == refused
