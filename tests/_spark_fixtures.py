@@ -97,10 +97,18 @@ def home_config(home: Path):
     return load_settings(env={"PHOTOSCORE_HOME": str(home)})
 
 
+def job_env(home: Path) -> dict[str, str]:
+    """The environment of a spark-submit job over `home`. Without MLFLOW_TRACKING_URI: an earlier
+    test's mlflow.set_tracking_uri exports it into this process, and the job would take that
+    test's registry over its home's."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return spark_env({**env, "PHOTOSCORE_HOME": str(home)})
+
+
 def submit(script: str, args: list[str], home: Path, master: str = "local[2]", timeout: float = 600,
            extra_conf: dict | None = None) -> subprocess.CompletedProcess:
     """Run a job with spark-submit exactly as `photoscore backfill` builds it."""
-    env = spark_env({**os.environ, "PHOTOSCORE_HOME": str(home)})
+    env = job_env(home)
     cmd = spark_submit_command(home_config(home).spark, script, args, master=master, extra_conf=extra_conf)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -121,7 +129,7 @@ def last_counts(stdout: str) -> dict[str, int]:
 
 def kill_when(script: str, args: list[str], home: Path, ready, timeout: float = 300) -> int:
     """Start a spark-submit job and SIGKILL its whole process group once `ready()` is true."""
-    env = spark_env({**os.environ, "PHOTOSCORE_HOME": str(home)})
+    env = job_env(home)
     cmd = spark_submit_command(home_config(home).spark, script, args, master="local[2]")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from _s3_fixtures import kill_store, restart_store
-from _spark_fixtures import home_config, job_output, last_counts, submit, table_files
+from _spark_fixtures import home_config, job_env, job_output, last_counts, submit, table_files
 from jobs.photo_upload import copy_to_store, object_uris
-from jobs.spark_session import spark_env, spark_submit_command
+from jobs.spark_session import spark_submit_command
 from jobs.supervise import WaitTimeout, wait_until
 from udfs.features import FEATURE_NAMES, content_sha256, extract_batch
 
@@ -89,6 +89,7 @@ def test_s3_manifest_backfill_gives_the_local_features_and_scores(s3_manifest, s
     features_file = tmp_path / "local-features.parquet"
     local.reset_index().to_parquet(features_file, index=False)
     monkeypatch.setenv("PHOTOSCORE_HOME", str(spark_model_home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # an earlier test's registry (job_env says why)
     assert cli_main(["score", "--model", MODEL, "--features", str(features_file),
                      "--out", str(tmp_path / "local-scores.parquet")]) == 0
     on_disk = pd.read_parquet(tmp_path / "local-scores.parquet")
@@ -102,7 +103,7 @@ def test_store_killed_mid_backfill_fails_the_run_quarantines_nothing_and_the_rer
         s3_store, s3_manifest, spark_model_home, tmp_path):
     root = tmp_path / "tables"
     args = backfill_args(s3_manifest, root)
-    env = spark_env({**os.environ, "PHOTOSCORE_HOME": str(spark_model_home)})
+    env = job_env(spark_model_home)
     cmd = spark_submit_command(home_config(spark_model_home).spark, "backfill_features.py", args, master="local[2]")
     log = tmp_path / "killed-run.log"
     with open(log, "w") as out:
