@@ -137,9 +137,14 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def monitor_root(settings) -> Path:
+    """Where monitor runs go by default: `monitor.out`, relative to home."""
+    return Path(settings.resolve(settings.monitor.out))
+
+
 def reports_root(settings, model_name: str) -> Path:
-    """Where a model's monitor runs go by default: <home>/<monitor.out>/<model>."""
-    return settings.home / settings.monitor.out / model_name
+    """Where a model's monitor runs go by default: <monitor.out>/<model>."""
+    return monitor_root(settings) / model_name
 
 
 def run_monitor(settings, model_uri: str, tables: str | None = None, since: str | None = None,
@@ -159,7 +164,7 @@ def run_monitor(settings, model_uri: str, tables: str | None = None, since: str 
     feature_version = read_feature_schema(bundle).feature_version
     now_ms = int(time.time() * 1000)
     since_ms = parse_since(since or settings.monitor.window, now_ms)
-    tables = tables or str(settings.storage.tables)
+    tables = tables or settings.resolve(settings.storage.tables)
     window = read_window(settings, tables, name, version, feature_version, profile.feature_names, since_ms, now_ms)
     body = judge_window(profile, window.features, window.scores, window.inputs, window.quarantined,
                         DriftThresholds.from_settings(settings.monitor))

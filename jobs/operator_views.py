@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jobs import airflow_supervisor
+from jobs.monitor import monitor_root
 from jobs.registry_server import running_server_url, server_files, start_registry_server
 from jobs.stream_supervisor import stream_dir, stream_status
 from jobs.supervise import kept_ports, read_json, stop_process, write_json
@@ -119,10 +120,10 @@ def stream_views(settings: Settings) -> list[View]:
 
 def newest_report(settings: Settings) -> Path | None:
     """The newest `report.html` under `monitor.out` (a local directory), by modification time."""
-    root = settings.resolve(settings.monitor.out)
-    if "://" in root or not Path(root).is_dir():
+    root = monitor_root(settings)
+    if not root.is_dir():
         return None
-    return max(Path(root).glob("**/report.html"), key=lambda p: p.stat().st_mtime, default=None)
+    return max(root.glob("**/report.html"), key=lambda p: p.stat().st_mtime, default=None)
 
 
 def report_view(settings: Settings) -> View:
