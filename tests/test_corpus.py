@@ -272,6 +272,23 @@ def test_camera_look_varies_clean_photos_within_well_exposed(photo):
     assert a.tobytes() == b.tobytes() and pa == pb
 
 
+def _fine_detail(img: Image.Image) -> float:
+    gray = np.asarray(img.convert("L"), np.float32)
+    return float(np.square(np.diff(gray, axis=1)).mean())
+
+
+def test_camera_look_sharpens_most_photos_and_only_adds_detail(photo):
+    looks = [D.apply_camera_look(photo, np.random.default_rng(i)) for i in range(60)]
+    share = np.mean(["sharpen" in params for _, params in looks])
+    assert abs(share - D.LOOK_SHARPEN_SHARE) < 0.15, share
+    sharpened = D._unsharp_mask(photo, 1.5, 1.0)
+    assert _fine_detail(sharpened) > 1.3 * _fine_detail(photo)
+    # Same mean brightness: sharpening is not an exposure change.
+    assert abs(_mean(sharpened) - _mean(photo)) < 2
+    gray = D._unsharp_mask(photo.convert("L"), 1.0, 0.8)
+    assert gray.mode == "L" and gray.size == photo.size
+
+
 def test_exposure_moves_brightness_the_right_way(photo):
     dark, p = D.apply_underexposure(photo, np.random.default_rng(0), 0.5)
     bright, q = D.apply_overexposure(photo, np.random.default_rng(0), 0.5)

@@ -212,16 +212,20 @@ def degradation_pairs(corpus_labels):
     clean = corpus_labels[(corpus_labels["variant"] == "clean") & (corpus_labels["megapixels"] < 12.0)]
     rng = np.random.default_rng(5)
     pairs = {name: [] for name, _, _ in MEANINGS}
+
+    def features(image, photo_id):
+        # Both sides of a pair go through the same encoder, so only the degradation differs (a
+        # re-encode alone softens a strongly sharpened photo's halos, which text_likeness sees).
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        return {v: extract_features(buf.getvalue(), photo_id, version=v) for v in FEATURE_VERSIONS}
+
     for path in clean["photo_id"][:24]:
         image = Image.open(path).convert("RGB")
-        data = Path(path).read_bytes()
-        source = {v: extract_features(data, path, version=v) for v in FEATURE_VERSIONS}
+        source = features(image, path)
         for name, _, _ in MEANINGS:
             degraded, _ = corpus.DEGRADATIONS[name](image, rng, float(rng.uniform(0, 1)))
-            buf = io.BytesIO()
-            degraded.save(buf, "JPEG", quality=90)
-            after = {v: extract_features(buf.getvalue(), f"{path}+{name}", version=v) for v in FEATURE_VERSIONS}
-            pairs[name].append((source, after))
+            pairs[name].append((source, features(degraded, f"{path}+{name}")))
     return pairs
 
 

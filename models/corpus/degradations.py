@@ -128,22 +128,47 @@ def _apply_exposure(img: Image.Image, rng: np.random.Generator, strength: float,
 
 
 # The natural spread of a camera's rendering that is NOT a degradation: photos are a little darker
-# or brighter, flatter or punchier, some shadows or highlights clip. Every photo gets one, so a model
-# cannot take the first clipped pixel for bad exposure (the sources are all well exposed).
+# or brighter, flatter or punchier, some shadows or highlights clip, most are sharpened. Every photo
+# gets one, so a model cannot take the first clipped pixel for bad exposure (the sources are all well
+# exposed) nor crisp detail for noise or text.
 LOOK_EXPOSURE = (0.75, 1.35)     # linear-light factor, log-uniform; within "well exposed"
 LOOK_GAMMA = (0.9, 1.12)
 LOOK_SATURATION = (0.8, 1.25)
+# Unsharp masking, as phones and cameras apply in-camera and web photos get after resizing: most of
+# the sources are soft (wallpapers with shallow depth of field, small scikit-image photos), so
+# without it every crisp photo the corpus never saw looked like noise or text to a model (issue 19:
+# the independent check's AUC rose from 0.70 to 0.85 with it). Amount x (photo - gaussian(radius)).
+LOOK_SHARPEN_SHARE = 0.8
+LOOK_SHARPEN_AMOUNT = (0.3, 2.5)
+LOOK_SHARPEN_RADIUS_PX = (0.6, 1.6)
+
+
+def _unsharp_mask(img: Image.Image, amount: float, radius: float) -> Image.Image:
+    # OpenCV rather than Pillow's UnsharpMask filter: Pillow takes an integer percent and a
+    # threshold, and its radius is not a gaussian sigma.
+    arr = np.asarray(img, np.float32)
+    soft = cv2.GaussianBlur(arr, (0, 0), sigmaX=radius, borderType=cv2.BORDER_REFLECT)
+    out = np.clip(arr + amount * (arr - soft) + 0.5, 0, 255).astype(np.uint8)
+    return _from_array(out, img.mode)
 
 
 def apply_camera_look(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
-    """A clean photo's own exposure, tone curve and saturation, drawn from the LOOK_* ranges."""
+    """A clean photo's own exposure, tone curve, saturation and sharpening, drawn from the LOOK_*
+    ranges."""
     factor = math.exp(rng.uniform(math.log(LOOK_EXPOSURE[0]), math.log(LOOK_EXPOSURE[1])))
     gamma = float(rng.uniform(*LOOK_GAMMA))
     saturation = float(rng.uniform(*LOOK_SATURATION))
+    sharpened = bool(rng.random() < LOOK_SHARPEN_SHARE)
+    amount = float(rng.uniform(*LOOK_SHARPEN_AMOUNT))
+    radius = float(rng.uniform(*LOOK_SHARPEN_RADIUS_PX))
     out = _apply_lut(img, _exposure_lut(factor, gamma))
     if out.mode == "RGB":
         out = ImageEnhance.Color(out).enhance(saturation)
-    return out, {"exposure": round(factor, 4), "gamma": round(gamma, 4), "saturation": round(saturation, 4)}
+    look = {"exposure": round(factor, 4), "gamma": round(gamma, 4), "saturation": round(saturation, 4)}
+    if sharpened:
+        out = _unsharp_mask(out, amount, radius)
+        look["sharpen"] = {"amount": round(amount, 3), "radius": round(radius, 3)}
+    return out, look
 
 
 def apply_underexposure(img: Image.Image, rng: np.random.Generator, strength: float):
