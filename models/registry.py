@@ -44,8 +44,17 @@ def _mlflow(config):
     uri = config.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI into this process's environment, and
+    # jobs/config takes that variable over a home's registry: every later load_settings in this
+    # process (another home, a test, a long-lived supervisor) would silently use this registry.
+    # photoscore hands its subprocesses their settings itself, so the environment is put back.
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
     return mlflow
 
 

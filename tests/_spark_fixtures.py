@@ -98,9 +98,8 @@ def home_config(home: Path):
 
 
 def job_env(home: Path) -> dict[str, str]:
-    """The environment of a spark-submit job over `home`. Without MLFLOW_TRACKING_URI: an earlier
-    test's mlflow.set_tracking_uri exports it into this process, and the job would take that
-    test's registry over its home's."""
+    """The environment of a spark-submit job over `home`. Without MLFLOW_TRACKING_URI: an ambient
+    one (a developer's shell) outranks the home's registry."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return spark_env({**env, "PHOTOSCORE_HOME": str(home)})
 

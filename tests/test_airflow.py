@@ -40,8 +40,8 @@ def airflow_home(tmp_path_factory, monkeypatch_module):
     env = {"PHOTOSCORE_HOME": str(home), "PHOTOSCORE_AIRFLOW_BACKFILL_SCHEDULE": "",
            "PHOTOSCORE_AIRFLOW_STREAM_WATCH_SCHEDULE": "", "PHOTOSCORE_AIRFLOW_MAX_QUARANTINE_SHARE": "0.5",
            "PHOTOSCORE_AIRFLOW_TASK_RETRIES": "0", "PHOTOSCORE_SPARK_MASTER": "local[2]"}
-    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's registry would win
-    # over this home's in every task (the ecosystem variable outranks config).
+    # An ambient MLFLOW_TRACKING_URI (a developer's shell) would win over this home's registry in
+    # every task (the ecosystem variable outranks config).
     for key in [k for k in os.environ if k.startswith("PHOTOSCORE_") or k == "MLFLOW_TRACKING_URI"]:
         monkeypatch_module.delenv(key)
     for key, value in env.items():

@@ -32,7 +32,7 @@ def monitor_home(tmp_path_factory, spark_model_home):
     spark_model_home (photo_quality@champion, trained on the corpus)."""
     home = tmp_path_factory.mktemp("airflow_monitor_home")
     patch = pytest.MonkeyPatch()
-    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's registry would win.
+    # An ambient MLFLOW_TRACKING_URI (a developer's shell) outranks config: this home's registry must win.
     for key in [k for k in os.environ if k.startswith("PHOTOSCORE_") or k == "MLFLOW_TRACKING_URI"]:
         patch.delenv(key)
     for key, value in {"PHOTOSCORE_HOME": str(home), "PHOTOSCORE_AIRFLOW_TASK_RETRIES": "0",

@@ -50,7 +50,7 @@ def test_darkened_photos_alarm_on_mean_luma_and_the_same_photos_undarkened_are_q
 
     monkeypatch.setenv("PHOTOSCORE_HOME", str(monitor_settings.home))
     monkeypatch.setenv("PHOTOSCORE_MONITOR_MIN_ROWS", "30")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # an earlier test's registry would win
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # an ambient registry would win
     code = cli_main(["monitor", "--model", MODEL, "--tables", str(tmp_path / "dark_tables"), "--since", "1h"])
     printed = capsys.readouterr().out
     assert code == 3, printed

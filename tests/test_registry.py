@@ -2,6 +2,8 @@
 unknown models, and the CLI commands (train, promote, models, score)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -173,3 +175,22 @@ def test_cli_train_promote_models_score(model_frames, tmp_path, monkeypatch, cap
     assert cli(["score", "--model", "models:/cli_model@challenger", "--features", str(features),
                 "--out", str(tmp_path / "x.parquet")]) == 1
     assert "unknown_model" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_using_a_registry_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which outranks a home's registry in
+    config: after one registry call every later load_settings in the process took that registry."""
+    from models.registry import client
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = load_settings([], env={"PHOTOSCORE_HOME": str(tmp_path / "a")})
+    client(first).search_registered_models()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    second = load_settings([], env={**os.environ, "PHOTOSCORE_HOME": str(tmp_path / "b")})
+    assert second.tracking_uri != first.tracking_uri and str(tmp_path / "b") in second.tracking_uri
+
+    # A user's own variable is kept as it was.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    client(first).search_registered_models()
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'elsewhere.db'}"

@@ -23,7 +23,7 @@ from jobs.supervise import http_ok, read_pid, stop_process
 
 @pytest.fixture
 def ui_home(tmp_path, monkeypatch):
-    """A PHOTOSCORE_HOME of its own for the CLI (and no registry an earlier test exported)."""
+    """A PHOTOSCORE_HOME of its own for the CLI (and no ambient registry)."""
     for key in [k for k in os.environ if k.startswith("PHOTOSCORE_") or k == "MLFLOW_TRACKING_URI"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("PHOTOSCORE_HOME", str(tmp_path))
