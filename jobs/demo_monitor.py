@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 from PIL import Image
@@ -48,18 +47,10 @@ def run_monitor_demo(settings: Settings, corpus_dir: Path, tables: Path, workdir
           "backfilled into tables of their own:", flush=True)
     # The batch lives outside the configured photo roots: add it as an operator would, by the
     # storage.photo_roots variable, for the spark-submit jobs only.
-    roots = [*settings.storage.photo_roots, str(darkened)]
-    previous = os.environ.get("PHOTOSCORE_STORAGE_PHOTO_ROOTS")
-    os.environ["PHOTOSCORE_STORAGE_PHOTO_ROOTS"] = json.dumps([str(r) for r in roots])
-    try:
-        submit_job(settings, "backfill_features.py", ["--input", str(darkened), "--tables", str(dark_tables)])
-        submit_job(settings, "backfill_scores.py", ["--model", model_uri, "--format", settings.scoring.format,
-                                                    "--tables", str(dark_tables)])
-    finally:
-        if previous is None:
-            os.environ.pop("PHOTOSCORE_STORAGE_PHOTO_ROOTS")
-        else:
-            os.environ["PHOTOSCORE_STORAGE_PHOTO_ROOTS"] = previous
+    roots = {"PHOTOSCORE_STORAGE_PHOTO_ROOTS": json.dumps([*map(str, settings.storage.photo_roots), str(darkened)])}
+    submit_job(settings, "backfill_features.py", ["--input", str(darkened), "--tables", str(dark_tables)], roots)
+    submit_job(settings, "backfill_scores.py", ["--model", model_uri, "--format", settings.scoring.format,
+                                                "--tables", str(dark_tables)], roots)
     code = _monitor(["monitor", "--model", model_uri, "--tables", str(dark_tables), "--since", "1d"])
     if code != 3:
         raise PhotoscoreError(f"the darkened batch did not alarm (exit {code}): the monitor missed a drift")

@@ -2,8 +2,11 @@
 same commands an operator runs), then print the 10 lowest-quality photos with Spark SQL."""
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from udfs.settings import Settings
@@ -18,13 +21,15 @@ LIMIT 10
 """
 
 
-def submit_job(settings: Settings, script: str, args: list[str]) -> str:
-    """spark-submit one of jobs/ as an operator would, echoing it and its final counts line."""
+def submit_job(settings: Settings, script: str, args: list[str], env: Mapping[str, str] | None = None) -> str:
+    """spark-submit one of jobs/ as an operator would, echoing it and its final counts line; `env`
+    adds variables to this process's environment for the job only (e.g. a PHOTOSCORE_* setting)."""
     from jobs.spark_session import spark_env, spark_submit_command
 
     cmd = spark_submit_command(settings.spark, script, args)
-    print("$ spark-submit jobs/" + script + " " + " ".join(args), flush=True)
-    proc = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
+    assignments = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted((env or {}).items()))
+    print(f"$ {assignments}spark-submit jobs/{script} " + " ".join(args), flush=True)
+    proc = subprocess.run(cmd, env=spark_env({**os.environ, **(env or {})}), capture_output=True, text=True)
     if proc.returncode != 0:
         raise PhotoscoreError(f"spark-submit {script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     # The job's result is its last `inputs=...` / `rows=...` line; log lines may follow it.
